@@ -1,0 +1,3 @@
+from goalworker.cli import main
+
+main()

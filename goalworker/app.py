@@ -1,0 +1,422 @@
+"""The stream app: consume, decode, match, record, publish, then let faust commit.
+
+One agent reads every input topic. Each record is handled in memory at once (decode,
+validate, update the contact's enrollment spans, match goals) and its effects join a batch.
+A batch is flushed when full, when it is older than ``batch_max_wait_ms``, or before
+partitions are revoked: one PostgreSQL transaction for its enrollment changes and
+achievements, then the exit commands and dead-letter records, each awaited until Kafka has
+acknowledged it. Only then are the batch's events acked, so faust never commits an offset
+whose effects are not durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import faust
+import orjson
+import sqlalchemy.exc
+from aiokafka.errors import KafkaError
+from faust.serializers.codecs import Codec
+
+from goalworker import enrollments, storage
+from goalworker.enrollments import ContactEnrollments
+from goalworker.errors import GoalworkerError, InvalidRecord
+from goalworker.events import CONTACT_EVENT_TYPES, ENROLLMENT_EVENT_TYPES, EXITED, Event, decode
+from goalworker.exits import dead_letter_headers, exit_command
+from goalworker.goals import GOAL_TYPE_OF_EVENT
+from goalworker.matching import GoalIndex, match_event
+from goalworker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Enrollments remembered as achieved, so repeats skip the database; a cache, not the truth.
+ACHIEVED_CACHE_SIZE = 200_000
+#: Seconds between the worker's INFO progress lines.
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+class EnrollmentsCodec(Codec):  # type: ignore[misc]
+    """Changelog codec of a contact's enrollment spans."""
+
+    def _dumps(self, s: Any) -> bytes:
+        return orjson.dumps(enrollments.to_json(s))
+
+    def _loads(self, s: bytes) -> Any:
+        return enrollments.from_json(orjson.loads(s))
+
+
+@dataclass(slots=True)
+class _Item:
+    """One consumed record and the effects it asks for."""
+
+    event: Any  # faust.EventT
+    received: float
+    changes: list[storage.EnrollmentChange] = field(default_factory=list)
+    candidates: list[storage.NewAchievement] = field(default_factory=list)
+    rejection: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the worker has done since it started."""
+
+    consumed: int = 0
+    enrollment_events: int = 0
+    achievements: int = 0
+    exits_published: int = 0
+    dead_letters: int = 0
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, GoalworkerError):
+        return exc.retryable
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
+        )
+    if isinstance(exc, KafkaError):
+        return bool(getattr(exc, "retriable", False)) or "Timeout" in type(exc).__name__
+    return isinstance(exc, OSError | asyncio.TimeoutError)
+
+
+def _jsonable(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _jsonable(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_jsonable(v) for v in data]
+    if isinstance(data, Decimal):
+        return str(data)
+    return data
+
+
+class Processor:
+    """The consume path of one worker process; faust calls it, it owns the batch."""
+
+    def __init__(self, settings: Settings, app: faust.App, table: Any) -> None:
+        self.settings = settings
+        self.app = app
+        self.table = table
+        self.engine = storage.make_engine(settings.database_url)
+        self.index = GoalIndex()
+        self.counters = Counters()
+        self.stream: Any = None
+        self._goals_fingerprint: tuple[Any, ...] | None = None
+        self._allowed_types: dict[str, frozenset[str]] = {
+            topic: frozenset({event_type}) for topic, event_type in settings.event_topics.items()
+        }
+        self._allowed_types[settings.topic_enrollment] = ENROLLMENT_EVENT_TYPES
+        self._grace = timedelta(seconds=settings.grace_seconds)
+        self._batch: list[_Item] = []
+        self._flush_lock = asyncio.Lock()
+        self._achieved: dict[str, None] = {}
+        self._last_progress = time.monotonic()
+
+    # -- goals -------------------------------------------------------------------------------
+
+    async def refresh_goals(self, *, force: bool = False) -> None:
+        """Reload the goal index when the goal table changed since the last look."""
+        fingerprint = await self._retrying("read goal fingerprint", lambda: storage.goals_fingerprint(self.engine))
+        if not force and fingerprint == self._goals_fingerprint:
+            return
+        goals = await self._retrying("load goals", lambda: storage.load_active_goals(self.engine))
+        self.index = GoalIndex(goals)
+        self._goals_fingerprint = fingerprint
+        log.info("goal cache loaded: %d active goals; matching uses them from now on", len(goals))
+
+    # -- per record, in memory ---------------------------------------------------------------
+
+    def accept(self, fevent: Any) -> None:
+        """Handle one record in memory and queue its effects; called from the agent loop."""
+        message = fevent.message
+        item = _Item(fevent, time.monotonic())
+        self.counters.consumed += 1
+        try:
+            event = self._decode(message)
+        except InvalidRecord as exc:
+            item.rejection, item.event_id = exc.reason, exc.event_id
+            log.warning(
+                "rejected record topic=%s partition=%d offset=%d event_id=%s: %s; "
+                "it goes to the dead-letter topic",
+                message.topic, message.partition, message.offset, exc.event_id, exc.reason,
+            )
+        else:
+            item.event_id = event.event_id
+            if event.type in CONTACT_EVENT_TYPES:
+                self._on_contact_event(item, event, message)
+            else:
+                self._on_enrollment_event(item, event, message)
+        self._batch.append(item)
+
+    def _decode(self, message: Any) -> Event:
+        value = message.value
+        if value is not None and len(value) > self.settings.max_record_bytes:
+            raise InvalidRecord(
+                f"value is {len(value)} bytes, more than the limit of "
+                f"{self.settings.max_record_bytes} (GOALWORKER_MAX_RECORD_BYTES)"
+            )
+        return decode(message.key, value, self._allowed_types[message.topic])
+
+    def _state(self, key: bytes) -> ContactEnrollments:
+        state = self.table.get(key)
+        return state if state is not None else ContactEnrollments()
+
+    def _on_enrollment_event(self, item: _Item, event: Event, message: Any) -> None:
+        self.counters.enrollment_events += 1
+        state = self._state(message.key)
+        changed = enrollments.apply(state, event)
+        changed |= enrollments.prune(state, datetime.now(UTC), self._grace)
+        if changed:
+            # Setting the key writes the contact's spans to the changelog topic.
+            if state:
+                self.table[message.key] = state
+            elif message.key in self.table:
+                del self.table[message.key]
+        exited = event.type == EXITED
+        # The projection is upserted even when state did not change: state reaches the
+        # changelog on its own schedule and may be ahead of the database after a crash.
+        item.changes.append(
+            storage.EnrollmentChange(
+                enrollment_id=event.data["enrollment_id"],
+                account_id=event.account_id,
+                workflow_id=event.data["workflow_id"],
+                contact_id=event.contact_id,
+                enrolled_at=None if exited else event.occurred_at,
+                exited_at=event.occurred_at if exited else None,
+                exit_reason=event.data["reason"] if exited else None,
+            )
+        )
+        log.debug(
+            "enrollment %s: %s contact=%s workflow=%s event_id=%s",
+            event.data["enrollment_id"], event.type, event.contact_id,
+            event.data["workflow_id"], event.event_id,
+        )
+
+    def _on_contact_event(self, item: _Item, event: Event, message: Any) -> None:
+        state = self.table.get(message.key)
+        if not state:
+            return
+        for match in match_event(event, state, self.index, self._achieved):
+            goal = match.goal
+            self._remember_achieved(match.enrollment_id)
+            item.candidates.append(
+                storage.NewAchievement(
+                    enrollment_id=match.enrollment_id,
+                    account_id=event.account_id,
+                    workflow_id=match.workflow_id,
+                    contact_id=event.contact_id,
+                    goal_id=goal.id,
+                    goal_type=GOAL_TYPE_OF_EVENT[event.type].value,
+                    achieved_at=event.occurred_at,
+                    trigger_event_id=event.event_id,
+                    trigger_event={
+                        "event_id": event.event_id,
+                        "type": event.type,
+                        "occurred_at": event.occurred_at.isoformat(),
+                        "topic": message.topic,
+                        "partition": message.partition,
+                        "offset": message.offset,
+                        "goal_version": goal.version,
+                        "data": _jsonable(dict(event.data)),
+                    },
+                )
+            )
+            log.debug(
+                "goal %s (%s) met: enrollment=%s contact=%s event_id=%s",
+                goal.id, goal.goal_type.value, match.enrollment_id, event.contact_id, event.event_id,
+            )
+
+    def _remember_achieved(self, enrollment_id: str) -> None:
+        if len(self._achieved) >= ACHIEVED_CACHE_SIZE:
+            # Forget the oldest half; forgotten ones cost one conflicting insert if seen again.
+            for stale in list(self._achieved)[: ACHIEVED_CACHE_SIZE // 2]:
+                del self._achieved[stale]
+        self._achieved[enrollment_id] = None
+
+    # -- per batch, durable effects ----------------------------------------------------------
+
+    def batch_due(self) -> bool:
+        """True when the pending batch is full or has waited long enough."""
+        batch = self._batch
+        if not batch:
+            return False
+        if len(batch) >= self.settings.batch_max_events:
+            return True
+        return (time.monotonic() - batch[0].received) * 1000 >= self.settings.batch_max_wait_ms
+
+    async def flush(self) -> None:
+        """Make the pending batch's effects durable, then ack its events."""
+        async with self._flush_lock:
+            batch, self._batch = self._batch, []
+            if not batch:
+                return
+            await self._write(batch)
+            # Reached only when every effect is durable: a failure above leaves these
+            # events unacked, so their offsets are not committed and they come back.
+            for item in batch:
+                await self.stream.ack(item.event)
+            self._maybe_log_progress()
+
+    async def _write(self, batch: list[_Item]) -> None:
+        if any(item.changes or item.candidates for item in batch):
+            try:
+                pending = await self._retrying("record batch", lambda: self._record(batch))
+            except sqlalchemy.exc.DBAPIError as exc:
+                log.warning(
+                    "PostgreSQL rejected a batch of %d records (%s); retrying them one by one "
+                    "to find the record at fault",
+                    len(batch), exc.orig,
+                )
+                pending = await self._record_one_by_one(batch)
+        else:
+            pending = []
+        await self._retrying("publish", lambda: self._publish(batch, pending))
+        await self._retrying(
+            "mark exits published",
+            lambda: storage.mark_published(self.engine, (r["enrollment_id"] for r in pending)),
+        )
+        self.counters.exits_published += len(pending)
+
+    async def _record(self, batch: Iterable[_Item]) -> list[dict[str, Any]]:
+        changes = [c for item in batch for c in item.changes]
+        candidates = [a for item in batch for a in item.candidates]
+        rows = await storage.record_batch(self.engine, changes, candidates)
+        self.counters.achievements += len(candidates)
+        return rows
+
+    async def _record_one_by_one(self, batch: list[_Item]) -> list[dict[str, Any]]:
+        pending: list[dict[str, Any]] = []
+        for item in batch:
+            if not (item.changes or item.candidates):
+                continue
+            try:
+                pending += await self._retrying("record one", lambda item=item: self._record([item]))  # type: ignore[misc]
+            except sqlalchemy.exc.DBAPIError as exc:
+                message = item.event.message
+                item.rejection = f"PostgreSQL rejected its effects: {str(exc.orig).strip()}"
+                log.error(
+                    "record topic=%s partition=%d offset=%d event_id=%s could not be stored; "
+                    "it goes to the dead-letter topic",
+                    message.topic, message.partition, message.offset, item.event_id, exc_info=exc,
+                )
+        return pending
+
+    async def _publish(self, batch: list[_Item], pending: list[dict[str, Any]]) -> None:
+        producer = self.app.producer
+        settings = self.settings
+        futures = []
+        for row in pending:
+            futures.append(
+                await producer.send(
+                    settings.topic_exit, row["contact_id"].encode(), exit_command(row), None, None, None
+                )
+            )
+        for item in batch:
+            if item.rejection is None:
+                continue
+            m = item.event.message
+            headers = [*(m.headers or ())] if isinstance(m.headers, list) else list((m.headers or {}).items())
+            headers += dead_letter_headers(item.rejection, m.topic, m.partition, m.offset, item.event_id)
+            futures.append(await producer.send(settings.topic_dead_letter, m.key, m.value, None, None, headers))
+            self.counters.dead_letters += 1
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _retrying(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action`` until it succeeds or fails for good; back off while it cannot."""
+        delay = 0.2
+        while True:
+            try:
+                return await action()
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                log.warning("%s failed: %s; will retry in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+
+    def _maybe_log_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_EVERY_SECONDS:
+            self._last_progress = now
+            c = self.counters
+            log.info(
+                "progress: consumed=%d enrollment_events=%d achievements=%d exits_published=%d "
+                "dead_letters=%d active_goals=%d",
+                c.consumed, c.enrollment_events, c.achievements, c.exits_published,
+                c.dead_letters, len(self.index),
+            )
+
+
+def _brokers(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Processor]:
+    """Build the faust app, its enrollment table and agent, wired to a :class:`Processor`."""
+    app = faust.App(
+        settings.group_id,
+        broker=_brokers(settings.kafka_bootstrap),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        web_enabled=False,
+        producer_acks=-1,
+        producer_max_request_size=8 * 1024 * 1024,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        autodiscover=False,
+    )
+    table = app.Table(
+        "enrollments",
+        default=None,
+        partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer=EnrollmentsCodec(),
+    )
+    processor = Processor(settings, app, table)
+    inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw")
+    app.topic(settings.topic_exit, partitions=settings.partitions, internal=True)
+    app.topic(
+        settings.topic_dead_letter,
+        partitions=settings.partitions,
+        internal=True,
+        config={"max.message.bytes": str(8 * 1024 * 1024)},
+    )
+
+    @app.agent(inputs)
+    async def consume(stream: Any) -> None:
+        await processor.refresh_goals(force=True)
+        processor.stream = stream = stream.noack()
+        async for fevent in stream.events():
+            processor.accept(fevent)
+            if processor.batch_due():
+                await processor.flush()
+
+    wait_seconds = settings.batch_max_wait_ms / 1000
+
+    @app.timer(interval=max(wait_seconds / 2, 0.005))
+    async def flush_idle_batch() -> None:
+        if processor.stream is not None and processor.batch_due():
+            await processor.flush()
+
+    @app.timer(interval=settings.goal_refresh_seconds)
+    async def refresh_goals() -> None:
+        await processor.refresh_goals()
+
+    @app.on_partitions_revoked.connect
+    async def flush_before_revoke(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        log.info("partitions revoked: %s; flushing the pending batch first", sorted(map(str, revoked)))
+        if processor.stream is not None:
+            await processor.flush()
+
+    return app, processor

@@ -1,0 +1,93 @@
+"""The ``goalworker`` command line: worker, migrate, demo."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from goalworker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group()
+@click.version_option(package_name="goalworker")
+def main() -> None:
+    """Detect workflow goals in contact-event streams and exit achieving enrollments."""
+
+
+@main.command()
+def worker() -> None:
+    """Run the stream worker until SIGTERM or Ctrl-C (settings from GOALWORKER_* variables)."""
+    import faust
+
+    from goalworker.app import create_app
+
+    settings = Settings()
+    app, _ = create_app(settings)
+    log.info(
+        "starting worker group=%s bootstrap=%s inputs=%s",
+        settings.group_id, settings.kafka_bootstrap, ",".join(settings.input_topics),
+    )
+    faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+
+
+@main.command()
+@click.option("--revision", default="head", show_default=True, help="Alembic revision to reach.")
+def migrate(revision: str) -> None:
+    """Create or upgrade the PostgreSQL schema."""
+    _logging(Settings().log_level)
+    upgrade(revision)
+
+
+def upgrade(revision: str = "head") -> None:
+    """Apply the alembic migrations up to ``revision``."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", Settings().database_url.replace("%", "%%"))
+    command.upgrade(config, revision)
+
+
+@main.command()
+@click.option("--contacts", default=5000, show_default=True, help="Contacts in the stream.")
+@click.option("--seed", default=7, show_default=True, help="Random seed of the generated stream.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the worker.")
+def demo(contacts: int, seed: int, timeout: float) -> None:
+    """Run the worker on a generated stream and print a summary to check."""
+    from goalworker import demo as demo_module
+
+    _logging("WARNING")
+    sys.exit(demo_module.run(Settings(), contacts=contacts, seed=seed, timeout=timeout))
+
+
+@main.command("demo-producer", hidden=True)
+@click.option("--run-id", required=True)
+@click.option("--contacts", default=5000)
+@click.option("--seed", default=7)
+@click.option("--expected", type=click.Path(path_type=Path), required=True)
+def demo_producer(run_id: str, contacts: int, seed: int, expected: Path) -> None:
+    """Produce the demo stream (the demo starts this as its own process)."""
+    from goalworker import demo as demo_module
+
+    _logging("INFO")
+    demo_module.produce(Settings(), run_id=run_id, contacts=contacts, seed=seed, expected_path=expected)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Configuration from environment variables, all prefixed ``GOALWORKER_``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker; see the README for what each one does."""
+
+    model_config = SettingsConfigDict(env_prefix="GOALWORKER_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = "postgresql+psycopg://goalworker:goalworker@127.0.0.1:55432/goalworker"
+
+    #: Kafka consumer group, also the prefix of the worker's internal changelog topic.
+    group_id: str = "goalworker"
+    #: Partitions of every input topic; the enrollment state table is partitioned the same way.
+    partitions: int = Field(default=6, ge=1, le=1024)
+
+    topic_tag_added: str = "contact.tag.added"
+    topic_payment_completed: str = "payment.completed"
+    topic_appointment_booked: str = "appointment.booked"
+    topic_form_submitted: str = "form.submitted"
+    topic_pipeline_stage_changed: str = "pipeline.stage.changed"
+    topic_enrollment: str = "workflow.enrollment"
+    topic_exit: str = "workflow.exit"
+    topic_dead_letter: str = "goalworker.dlq"
+
+    #: Events handled per batch: their database effects share one transaction.
+    batch_max_events: int = Field(default=1000, ge=1, le=100_000)
+    #: A partly filled batch is flushed after this many milliseconds.
+    batch_max_wait_ms: int = Field(default=50, ge=1, le=60_000)
+    #: How often the goal cache checks PostgreSQL for changed goals, in seconds.
+    goal_refresh_seconds: float = Field(default=1.0, gt=0, le=3600)
+    #: How long an exited enrollment stays in state so late events that occurred before the
+    #: exit can still achieve it, in seconds.
+    grace_seconds: float = Field(default=600.0, ge=0)
+    #: Longest wait between two attempts when PostgreSQL or Kafka is down, in seconds.
+    retry_max_seconds: float = Field(default=30.0, gt=0)
+    #: Largest input record accepted, in bytes; larger ones go to the dead-letter topic.
+    max_record_bytes: int = Field(default=256 * 1024, ge=1024)
+
+    log_level: str = "INFO"
+
+    @cached_property
+    def event_topics(self) -> dict[str, str]:
+        """Map each contact-event topic name to the event type it carries."""
+        return {
+            self.topic_tag_added: "contact.tag.added",
+            self.topic_payment_completed: "payment.completed",
+            self.topic_appointment_booked: "appointment.booked",
+            self.topic_form_submitted: "form.submitted",
+            self.topic_pipeline_stage_changed: "pipeline.stage.changed",
+        }
+
+    @property
+    def input_topics(self) -> list[str]:
+        """Every topic the worker consumes."""
+        return [*self.event_topics, self.topic_enrollment]

@@ -1,0 +1,261 @@
+"""PostgreSQL storage: the tables, and every query the worker runs against them.
+
+Achievement rows double as the outbox of their exit commands: ``published_at`` stays NULL
+until Kafka has acknowledged the command, so a replay or a sweep can publish it again with
+the same ``command_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from goalworker.goals import Goal, GoalType
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+goals = sa.Table(
+    "goals",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("account_id", sa.Text, nullable=False),
+    sa.Column("workflow_id", sa.Text, nullable=False),
+    sa.Column("goal_type", sa.Text, nullable=False),
+    sa.Column("criteria", pg.JSONB, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("updated_by", sa.Text, nullable=False),
+    sa.Index("ix_goals_account_workflow", "account_id", "workflow_id"),
+)
+
+achievements = sa.Table(
+    "achievements",
+    metadata,
+    sa.Column("enrollment_id", sa.Text, primary_key=True),
+    sa.Column("account_id", sa.Text, nullable=False),
+    sa.Column("workflow_id", sa.Text, nullable=False),
+    sa.Column("contact_id", sa.Text, nullable=False),
+    sa.Column("goal_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("goal_type", sa.Text, nullable=False),
+    sa.Column("achieved_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("trigger_event_id", sa.Text, nullable=False),
+    sa.Column("trigger_event", pg.JSONB, nullable=False),
+    sa.Column("metadata", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("command_id", pg.UUID(as_uuid=True), nullable=False, unique=True),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("published_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_achievements_account_workflow_time", "account_id", "workflow_id", "achieved_at"),
+    sa.Index("ix_achievements_account_contact_time", "account_id", "contact_id", "achieved_at"),
+    sa.Index(
+        "ix_achievements_unpublished",
+        "recorded_at",
+        postgresql_where=sa.text("published_at IS NULL"),
+    ),
+)
+
+enrollments = sa.Table(
+    "enrollments",
+    metadata,
+    sa.Column("enrollment_id", sa.Text, primary_key=True),
+    sa.Column("account_id", sa.Text, nullable=False),
+    sa.Column("workflow_id", sa.Text, nullable=False),
+    sa.Column("contact_id", sa.Text, nullable=False),
+    sa.Column("enrolled_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("exited_at", sa.DateTime(timezone=True)),
+    sa.Column("exit_reason", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("ix_enrollments_account_workflow_enrolled", "account_id", "workflow_id", "enrolled_at"),
+)
+
+#: Namespace of exit command ids; changing it would change every id, so it never changes.
+COMMAND_NAMESPACE = UUID("6f1d3c52-8a4e-4f0b-9d7e-2b5a1c9e4f30")
+
+
+def command_id_for(account_id: str, enrollment_id: str) -> UUID:
+    """The exit command id of an enrollment: the same on every resend, by construction."""
+    return uuid5(COMMAND_NAMESPACE, f"{account_id}\x1f{enrollment_id}")
+
+
+def make_engine(database_url: str) -> AsyncEngine:
+    """An async engine with a small pool; the worker runs one transaction at a time."""
+    return create_async_engine(database_url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+
+
+async def load_active_goals(engine: AsyncEngine) -> list[Goal]:
+    """Every active goal, for the worker's cache."""
+    query = sa.select(goals).where(goals.c.active)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [
+        Goal(
+            id=r["id"],
+            account_id=r["account_id"],
+            workflow_id=r["workflow_id"],
+            goal_type=GoalType(r["goal_type"]),
+            criteria=r["criteria"],
+            version=r["version"],
+            created_at=r["created_at"],
+        )
+        for r in rows
+    ]
+
+
+async def goals_fingerprint(engine: AsyncEngine) -> tuple[Any, ...]:
+    """A cheap summary of the goal table that changes whenever a goal is added, changed or deleted."""
+    query = sa.select(
+        sa.func.count(), sa.func.coalesce(sa.func.sum(goals.c.version), 0), sa.func.max(goals.c.updated_at)
+    )
+    async with engine.connect() as conn:
+        return tuple((await conn.execute(query)).one())
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentChange:
+    """One enrolled or exited event, as the enrollment projection records it."""
+
+    enrollment_id: str
+    account_id: str
+    workflow_id: str
+    contact_id: str
+    enrolled_at: datetime | None
+    exited_at: datetime | None
+    exit_reason: str | None
+
+
+def _enrollment_upsert(changes: Sequence[EnrollmentChange]) -> sa.Insert:
+    rows = [
+        {
+            "enrollment_id": c.enrollment_id,
+            "account_id": c.account_id,
+            "workflow_id": c.workflow_id,
+            "contact_id": c.contact_id,
+            "enrolled_at": c.enrolled_at,
+            "status": "exited" if c.exited_at else "active",
+            "exited_at": c.exited_at,
+            "exit_reason": c.exit_reason,
+        }
+        for c in changes
+    ]
+    stmt = pg.insert(enrollments).values(rows)
+    old, new = enrollments.c, stmt.excluded
+    # Order-free merge: the start and the exit may arrive in either order, or twice.
+    return stmt.on_conflict_do_update(
+        index_elements=[old.enrollment_id],
+        set_={
+            "enrolled_at": sa.func.coalesce(old.enrolled_at, new.enrolled_at),
+            "exited_at": sa.func.least(old.exited_at, new.exited_at),
+            "exit_reason": sa.case((old.exited_at.is_(None), new.exit_reason), else_=old.exit_reason),
+            "status": sa.case(
+                ((old.exited_at.is_(None)) & (new.exited_at.is_(None)), "active"), else_="exited"
+            ),
+            "updated_at": sa.func.now(),
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewAchievement:
+    """An achievement the worker is about to record."""
+
+    enrollment_id: str
+    account_id: str
+    workflow_id: str
+    contact_id: str
+    goal_id: UUID
+    goal_type: str
+    achieved_at: datetime
+    trigger_event_id: str
+    trigger_event: dict[str, Any]
+
+    @property
+    def command_id(self) -> UUID:
+        return command_id_for(self.account_id, self.enrollment_id)
+
+
+async def record_batch(
+    engine: AsyncEngine,
+    changes: Sequence[EnrollmentChange],
+    candidates: Sequence[NewAchievement],
+) -> list[dict[str, Any]]:
+    """Write a batch's enrollment changes and achievements in one transaction.
+
+    Returns the achievement rows whose exit command still has to be published: the ones
+    inserted now, and earlier ones for the same enrollments that were never published. An
+    enrollment that already has an achievement keeps it; the candidate is dropped.
+    """
+    async with engine.begin() as conn:
+        if changes:
+            # One row per enrollment per statement: PostgreSQL refuses to touch a row twice.
+            for chunk in _distinct_rounds(changes, key=lambda c: c.enrollment_id):
+                await conn.execute(_enrollment_upsert(chunk))
+        if not candidates:
+            return []
+        rows = [
+            {
+                "enrollment_id": a.enrollment_id,
+                "account_id": a.account_id,
+                "workflow_id": a.workflow_id,
+                "contact_id": a.contact_id,
+                "goal_id": a.goal_id,
+                "goal_type": a.goal_type,
+                "achieved_at": a.achieved_at,
+                "trigger_event_id": a.trigger_event_id,
+                "trigger_event": a.trigger_event,
+                "command_id": a.command_id,
+            }
+            for a in candidates
+        ]
+        await conn.execute(
+            pg.insert(achievements).values(rows).on_conflict_do_nothing(index_elements=["enrollment_id"])
+        )
+        ids = [a.enrollment_id for a in candidates]
+        pending = await conn.execute(
+            sa.select(achievements).where(
+                achievements.c.enrollment_id.in_(ids), achievements.c.published_at.is_(None)
+            )
+        )
+        return [dict(r) for r in pending.mappings()]
+
+
+async def mark_published(engine: AsyncEngine, enrollment_ids: Iterable[str]) -> None:
+    """Record that Kafka acknowledged the exit commands of these enrollments."""
+    ids = list(enrollment_ids)
+    if not ids:
+        return
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.update(achievements)
+            .where(achievements.c.enrollment_id.in_(ids), achievements.c.published_at.is_(None))
+            .values(published_at=sa.func.now())
+        )
+
+
+def _distinct_rounds(items: Sequence[Any], key: Any) -> list[list[Any]]:
+    """Split items into rounds in which each key appears at most once, keeping their order."""
+    rounds: list[list[Any]] = []
+    seen: list[set[Any]] = []
+    for item in items:
+        k = key(item)
+        for i, keys in enumerate(seen):
+            if k not in keys:
+                keys.add(k)
+                rounds[i].append(item)
+                break
+        else:
+            seen.append({k})
+            rounds.append([item])
+    return rounds
