@@ -380,8 +380,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         "enrollments",
         default=None,
         partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer=EnrollmentsCodec(),
+        schema=faust.Schema(key_serializer="raw", value_serializer=EnrollmentsCodec()),
+        help="Enrollment spans per contact, partitioned like the input topics.",
     )
     processor = Processor(settings, app, table)
     inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw")

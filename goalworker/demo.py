@@ -400,7 +400,7 @@ async def _summary(settings: Settings, run_id: str, expected: dict[str, Any], el
         achieved_by_wf.setdefault(r.workflow_id, set()).add(r.enrollment_id)
     commands = [orjson.loads(r.value) for r in exits if r.value]
     command_ids = {c["command_id"] for c in commands}
-    reasons = Counter(r.headers.get("goalworker.error.reason", b"?").decode().split(":")[0][:60] for r in dead)
+    reasons = Counter(r.headers.get("goalworker.error.reason", b"?").decode().split(":")[0][:90] for r in dead)
 
     print(f"\n== goalworker demo {run_id} ==")
     print(f"events consumed:           {consumed} (in {elapsed:.1f}s, {consumed / max(elapsed, 1e-9):.0f}/s end to end)")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
@@ -73,8 +73,13 @@ async def wait_for_lag_zero(
     """Wait until the group has committed everything in ``topics``; return seconds waited."""
     start = time.monotonic()
     while True:
-        if await group_lag(bootstrap, group_id, topics) == 0:
-            return time.monotonic() - start
+        try:
+            if await group_lag(bootstrap, group_id, topics) == 0:
+                return time.monotonic() - start
+        except KafkaError as exc:
+            # The group coordinator is elected lazily; until then the lag is unknown.
+            if not exc.retriable:
+                raise
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"group {group_id} still lags on {topics} after {timeout:.0f}s")
         await asyncio.sleep(poll)
