@@ -5,8 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 # Services: the local ones that scripts/services.sh starts, unless these are set already.
-export GOALWORKER_KAFKA_BOOTSTRAP ?= 127.0.0.1:9092
-export GOALWORKER_DATABASE_URL ?= postgresql+psycopg://goalworker:goalworker@127.0.0.1:55432/goalworker
+export KAFKA_PORT ?= 9092
+export KAFKA_CONTROLLER_PORT ?= 9093
+export PG_PORT ?= 55432
+export GOALWORKER_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
+export GOALWORKER_DATABASE_URL ?= postgresql+psycopg://goalworker:goalworker@127.0.0.1:$(PG_PORT)/goalworker
 
 .PHONY: help install services-up services-down services-status migrate worker demo test test-unit lint format typecheck clean
 
