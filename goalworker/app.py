@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 import faust
@@ -45,7 +46,7 @@ ACHIEVED_CACHE_SIZE = 200_000
 PROGRESS_EVERY_SECONDS = 10.0
 
 
-class EnrollmentsCodec(Codec):  # type: ignore[misc]
+class EnrollmentsCodec(Codec):
     """Changelog codec of a contact's enrollment spans."""
 
     def _dumps(self, s: Any) -> bytes:
@@ -126,7 +127,9 @@ class Processor:
 
     async def refresh_goals(self, *, force: bool = False) -> None:
         """Reload the goal index when the goal table changed since the last look."""
-        fingerprint = await self._retrying("read goal fingerprint", lambda: storage.goals_fingerprint(self.engine))
+        fingerprint = await self._retrying(
+            "read goal fingerprint", lambda: storage.goals_fingerprint(self.engine)
+        )
         if not force and fingerprint == self._goals_fingerprint:
             return
         goals = await self._retrying("load goals", lambda: storage.load_active_goals(self.engine))
@@ -148,7 +151,11 @@ class Processor:
             log.warning(
                 "rejected record topic=%s partition=%d offset=%d event_id=%s: %s; "
                 "it goes to the dead-letter topic",
-                message.topic, message.partition, message.offset, exc.event_id, exc.reason,
+                message.topic,
+                message.partition,
+                message.offset,
+                exc.event_id,
+                exc.reason,
             )
         else:
             item.event_id = event.event_id
@@ -198,8 +205,11 @@ class Processor:
         )
         log.debug(
             "enrollment %s: %s contact=%s workflow=%s event_id=%s",
-            event.data["enrollment_id"], event.type, event.contact_id,
-            event.data["workflow_id"], event.event_id,
+            event.data["enrollment_id"],
+            event.type,
+            event.contact_id,
+            event.data["workflow_id"],
+            event.event_id,
         )
 
     def _on_contact_event(self, item: _Item, event: Event, message: Any) -> None:
@@ -233,7 +243,11 @@ class Processor:
             )
             log.debug(
                 "goal %s (%s) met: enrollment=%s contact=%s event_id=%s",
-                goal.id, goal.goal_type.value, match.enrollment_id, event.contact_id, event.event_id,
+                goal.id,
+                goal.goal_type.value,
+                match.enrollment_id,
+                event.contact_id,
+                event.event_id,
             )
 
     def _remember_achieved(self, enrollment_id: str) -> None:
@@ -275,7 +289,8 @@ class Processor:
                 log.warning(
                     "PostgreSQL rejected a batch of %d records (%s); retrying them one by one "
                     "to find the record at fault",
-                    len(batch), exc.orig,
+                    len(batch),
+                    exc.orig,
                 )
                 pending = await self._record_one_by_one(batch)
         else:
@@ -300,14 +315,18 @@ class Processor:
             if not (item.changes or item.candidates):
                 continue
             try:
-                pending += await self._retrying("record one", lambda item=item: self._record([item]))  # type: ignore[misc]
+                pending += await self._retrying("record one", partial(self._record, [item]))
             except sqlalchemy.exc.DBAPIError as exc:
                 message = item.event.message
                 item.rejection = f"PostgreSQL rejected its effects: {str(exc.orig).strip()}"
                 log.error(
                     "record topic=%s partition=%d offset=%d event_id=%s could not be stored; "
                     "it goes to the dead-letter topic",
-                    message.topic, message.partition, message.offset, item.event_id, exc_info=exc,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    item.event_id,
+                    exc_info=exc,
                 )
         return pending
 
@@ -318,16 +337,29 @@ class Processor:
         for row in pending:
             futures.append(
                 await producer.send(
-                    settings.topic_exit, row["contact_id"].encode(), exit_command(row), None, None, None
+                    settings.topic_exit,
+                    row["contact_id"].encode(),
+                    exit_command(row),
+                    None,
+                    None,
+                    None,
                 )
             )
         for item in batch:
             if item.rejection is None:
                 continue
             m = item.event.message
-            headers = [*(m.headers or ())] if isinstance(m.headers, list) else list((m.headers or {}).items())
-            headers += dead_letter_headers(item.rejection, m.topic, m.partition, m.offset, item.event_id)
-            futures.append(await producer.send(settings.topic_dead_letter, m.key, m.value, None, None, headers))
+            headers = (
+                [*(m.headers or ())]
+                if isinstance(m.headers, list)
+                else list((m.headers or {}).items())
+            )
+            headers += dead_letter_headers(
+                item.rejection, m.topic, m.partition, m.offset, item.event_id
+            )
+            futures.append(
+                await producer.send(settings.topic_dead_letter, m.key, m.value, None, None, headers)
+            )
             self.counters.dead_letters += 1
         if futures:
             await asyncio.gather(*futures)
@@ -353,8 +385,12 @@ class Processor:
             log.info(
                 "progress: consumed=%d enrollment_events=%d achievements=%d exits_published=%d "
                 "dead_letters=%d active_goals=%d",
-                c.consumed, c.enrollment_events, c.achievements, c.exits_published,
-                c.dead_letters, len(self.index),
+                c.consumed,
+                c.enrollment_events,
+                c.achievements,
+                c.exits_published,
+                c.dead_letters,
+                len(self.index),
             )
 
 
@@ -404,18 +440,21 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
 
     wait_seconds = settings.batch_max_wait_ms / 1000
 
-    @app.timer(interval=max(wait_seconds / 2, 0.005))
+    # faust's decorators are untyped; the functions they wrap are checked all the same.
+    @app.timer(interval=max(wait_seconds / 2, 0.005))  # type: ignore[untyped-decorator]
     async def flush_idle_batch() -> None:
         if processor.stream is not None and processor.batch_due():
             await processor.flush()
 
-    @app.timer(interval=settings.goal_refresh_seconds)
+    @app.timer(interval=settings.goal_refresh_seconds)  # type: ignore[untyped-decorator]
     async def refresh_goals() -> None:
         await processor.refresh_goals()
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def flush_before_revoke(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        log.info("partitions revoked: %s; flushing the pending batch first", sorted(map(str, revoked)))
+        log.info(
+            "partitions revoked: %s; flushing the pending batch first", sorted(map(str, revoked))
+        )
         if processor.stream is not None:
             await processor.flush()
 

@@ -40,7 +40,9 @@ def worker() -> None:
     app, _ = create_app(settings)
     log.info(
         "starting worker group=%s bootstrap=%s inputs=%s",
-        settings.group_id, settings.kafka_bootstrap, ",".join(settings.input_topics),
+        settings.group_id,
+        settings.kafka_bootstrap,
+        ",".join(settings.input_topics),
     )
     faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
 
@@ -86,7 +88,9 @@ def demo_producer(run_id: str, contacts: int, seed: int, expected: Path) -> None
     from goalworker import demo as demo_module
 
     _logging("INFO")
-    demo_module.produce(Settings(), run_id=run_id, contacts=contacts, seed=seed, expected_path=expected)
+    demo_module.produce(
+        Settings(), run_id=run_id, contacts=contacts, seed=seed, expected_path=expected
+    )
 
 
 if __name__ == "__main__":

@@ -129,13 +129,17 @@ def _meets(goal: DemoGoal, event_type: str, data: dict[str, Any]) -> bool:
     c = goal.criteria
     if goal.goal_type == "tag_added" and event_type == "contact.tag.added":
         by_id = "tag_id" in c and c["tag_id"] == data["tag_id"]
-        by_name = "tag_name" in c and c["tag_name"].strip().lower() == data["tag_name"].strip().lower()
+        by_name = (
+            "tag_name" in c and c["tag_name"].strip().lower() == data["tag_name"].strip().lower()
+        )
         return by_id or by_name
     if goal.goal_type == "purchase_made" and event_type == "payment.completed":
         if c.get("product_ids") and not set(c["product_ids"]) & set(data["product_ids"]):
             return False
         if "min_amount" in c:
-            return data["currency"] == c["currency"] and Decimal(data["amount"]) >= Decimal(c["min_amount"])
+            return data["currency"] == c["currency"] and Decimal(data["amount"]) >= Decimal(
+                c["min_amount"]
+            )
         return True
     if goal.goal_type == "appointment_booked" and event_type == "appointment.booked":
         if "calendar_id" in c and c["calendar_id"] != data["calendar_id"]:
@@ -192,7 +196,9 @@ def make_plan(settings: Settings, run_id: str, contacts: int, seed: int) -> Plan
     events: list[tuple[datetime, str, bytes, bytes]] = []
     n = 0
 
-    def envelope(event_type: str, account: str, contact: str, at: datetime, data: dict[str, Any]) -> bytes:
+    def envelope(
+        event_type: str, account: str, contact: str, at: datetime, data: dict[str, Any]
+    ) -> bytes:
         nonlocal n
         n += 1
         return orjson.dumps(
@@ -215,16 +221,28 @@ def make_plan(settings: Settings, run_id: str, contacts: int, seed: int) -> Plan
                 continue
             enrollment = f"enr-{run_id}-{c}-{workflow}"
             enrolled_at = start + timedelta(seconds=rng.randint(0, 120))
-            exited_at = enrolled_at + timedelta(seconds=rng.randint(10, 120)) if rng.random() < 0.15 else None
+            exited_at = (
+                enrolled_at + timedelta(seconds=rng.randint(10, 120))
+                if rng.random() < 0.15
+                else None
+            )
             plan.enrolled[workflow] = plan.enrolled.get(workflow, 0) + 1
             data = {"workflow_id": workflow, "enrollment_id": enrollment}
             plan.enrollment_records.append(
-                (settings.topic_enrollment, contact.encode(), envelope("workflow.enrolled", account, contact, enrolled_at, data))
+                (
+                    settings.topic_enrollment,
+                    contact.encode(),
+                    envelope("workflow.enrolled", account, contact, enrolled_at, data),
+                )
             )
             if exited_at:
                 exit_data = data | {"reason": "manual"}
                 plan.enrollment_records.append(
-                    (settings.topic_enrollment, contact.encode(), envelope("workflow.exited", account, contact, exited_at, exit_data))
+                    (
+                        settings.topic_enrollment,
+                        contact.encode(),
+                        envelope("workflow.exited", account, contact, exited_at, exit_data),
+                    )
                 )
             spans.append((enrollment, workflow, enrolled_at, exited_at))
         # Contacts not enrolled anywhere still send events: most traffic matches nothing.
@@ -233,17 +251,19 @@ def make_plan(settings: Settings, run_id: str, contacts: int, seed: int) -> Plan
             at = start + timedelta(seconds=rng.randint(-60, 280))
             data = _random_data(rng, event_type, n)
             topic = getattr(settings, EVENT_TOPIC_FIELDS[event_type])
-            events.append((at, topic, contact.encode(), envelope(event_type, account, contact, at, data)))
+            events.append(
+                (at, topic, contact.encode(), envelope(event_type, account, contact, at, data))
+            )
             for enrollment, workflow, enrolled_at, exited_at in spans:
-                if enrolled_at <= at and (exited_at is None or at < exited_at):
-                    if any(
-                        _meets(g, event_type, data)
-                        for g in goals
-                        if g.workflow_id == workflow and g.account_id == account
-                    ):
-                        achieved = plan.expected_achieved.setdefault(workflow, [])
-                        if enrollment not in achieved:
-                            achieved.append(enrollment)
+                open_then = enrolled_at <= at and (exited_at is None or at < exited_at)
+                if open_then and any(
+                    _meets(g, event_type, data)
+                    for g in goals
+                    if g.workflow_id == workflow and g.account_id == account
+                ):
+                    achieved = plan.expected_achieved.setdefault(workflow, [])
+                    if enrollment not in achieved:
+                        achieved.append(enrollment)
 
     events.sort(key=lambda e: e[0])
     plan.event_records = [(t, k, v) for _, t, k, v in events]
@@ -253,7 +273,7 @@ def make_plan(settings: Settings, run_id: str, contacts: int, seed: int) -> Plan
 
 def _add_malformed(plan: Plan, settings: Settings, run_id: str, account: str) -> None:
     contact = f"contact-{run_id}-0"
-    good = {
+    good: dict[str, Any] = {
         "event_id": f"evt-{run_id}-bad",
         "type": "payment.completed",
         "account_id": account,
@@ -281,12 +301,18 @@ def _add_malformed(plan: Plan, settings: Settings, run_id: str, account: str) ->
 # -- the producer process -------------------------------------------------------------------
 
 
-def produce(settings: Settings, *, run_id: str, contacts: int, seed: int, expected_path: Path) -> None:
+def produce(
+    settings: Settings, *, run_id: str, contacts: int, seed: int, expected_path: Path
+) -> None:
     """Send the demo stream: enrollments first, then (once the worker has them) the events."""
     plan = make_plan(settings, run_id, contacts, seed)
     expected_path.write_text(
         json.dumps(
-            {"achieved": plan.expected_achieved, "enrolled": plan.enrolled, "malformed": plan.malformed}
+            {
+                "achieved": plan.expected_achieved,
+                "enrolled": plan.enrolled,
+                "malformed": plan.malformed,
+            }
         )
     )
     asyncio.run(_produce(settings, plan))
@@ -331,21 +357,40 @@ def run(base: Settings, *, contacts: int, seed: int, timeout: float) -> int:
     env = settings_env(settings)
     worker_log = open(logs / f"demo-{run_id}-worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
-        [sys.executable, "-m", "goalworker", "worker"], env=env, stdout=worker_log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "goalworker", "worker"],
+        env=env,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
     )
     expected_path = logs / f"demo-{run_id}-expected.json"
     started = time.monotonic()
     try:
         producer = subprocess.run(
-            [sys.executable, "-m", "goalworker", "demo-producer", "--run-id", run_id,
-             "--contacts", str(contacts), "--seed", str(seed), "--expected", str(expected_path)],
-            env=env, timeout=timeout, check=False,
+            [
+                sys.executable,
+                "-m",
+                "goalworker",
+                "demo-producer",
+                "--run-id",
+                run_id,
+                "--contacts",
+                str(contacts),
+                "--seed",
+                str(seed),
+                "--expected",
+                str(expected_path),
+            ],
+            env=env,
+            timeout=timeout,
+            check=False,
         )
         if producer.returncode != 0:
             print(f"producer failed with exit code {producer.returncode}")
             return 1
         asyncio.run(
-            topics.wait_for_lag_zero(settings.kafka_bootstrap, settings.group_id, settings.input_topics, timeout)
+            topics.wait_for_lag_zero(
+                settings.kafka_bootstrap, settings.group_id, settings.input_topics, timeout
+            )
         )
         elapsed = time.monotonic() - started
         expected = json.loads(expected_path.read_text())
@@ -360,15 +405,26 @@ def run(base: Settings, *, contacts: int, seed: int, timeout: float) -> int:
 
 
 async def _prepare(settings: Settings, goals: list[DemoGoal]) -> None:
-    await topics.create_topics(settings.kafka_bootstrap, [*settings.input_topics, settings.topic_exit, settings.topic_dead_letter], settings.partitions)
+    await topics.create_topics(
+        settings.kafka_bootstrap,
+        [*settings.input_topics, settings.topic_exit, settings.topic_dead_letter],
+        settings.partitions,
+    )
     engine = storage.make_engine(settings.database_url)
     try:
         async with engine.begin() as conn:
             await conn.execute(
                 sa.insert(storage.goals),
                 [
-                    {"id": uuid.UUID(g.id), "account_id": g.account_id, "workflow_id": g.workflow_id,
-                     "goal_type": g.goal_type, "criteria": g.criteria, "created_by": "demo", "updated_by": "demo"}
+                    {
+                        "id": uuid.UUID(g.id),
+                        "account_id": g.account_id,
+                        "workflow_id": g.workflow_id,
+                        "goal_type": g.goal_type,
+                        "criteria": g.criteria,
+                        "created_by": "demo",
+                        "updated_by": "demo",
+                    }
                     for g in goals
                 ],
             )
@@ -376,7 +432,9 @@ async def _prepare(settings: Settings, goals: list[DemoGoal]) -> None:
         await engine.dispose()
 
 
-async def _summary(settings: Settings, run_id: str, expected: dict[str, Any], elapsed: float) -> int:
+async def _summary(
+    settings: Settings, run_id: str, expected: dict[str, Any], elapsed: float
+) -> int:
     ends = await topics.end_offsets(settings.kafka_bootstrap, settings.input_topics)
     consumed = sum(ends.values())
     exits = await topics.read_all(settings.kafka_bootstrap, settings.topic_exit)
@@ -387,8 +445,9 @@ async def _summary(settings: Settings, run_id: str, expected: dict[str, Any], el
         async with engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    sa.select(a.c.workflow_id, a.c.goal_type, a.c.enrollment_id, a.c.published_at)
-                    .where(a.c.account_id.like(f"acct-{run_id}-%"))
+                    sa.select(
+                        a.c.workflow_id, a.c.goal_type, a.c.enrollment_id, a.c.published_at
+                    ).where(a.c.account_id.like(f"acct-{run_id}-%"))
                 )
             ).all()
     finally:
@@ -400,14 +459,19 @@ async def _summary(settings: Settings, run_id: str, expected: dict[str, Any], el
         achieved_by_wf.setdefault(r.workflow_id, set()).add(r.enrollment_id)
     commands = [orjson.loads(r.value) for r in exits if r.value]
     command_ids = {c["command_id"] for c in commands}
-    reasons = Counter(r.headers.get("goalworker.error.reason", b"?").decode().split(":")[0][:90] for r in dead)
+    reasons = Counter(
+        r.headers.get("goalworker.error.reason", b"?").decode().split(":")[0][:90] for r in dead
+    )
 
     print(f"\n== goalworker demo {run_id} ==")
-    print(f"events consumed:           {consumed} (in {elapsed:.1f}s, {consumed / max(elapsed, 1e-9):.0f}/s end to end)")
-    print(f"achievements recorded:     {len(rows)}  (unpublished: {sum(r.published_at is None for r in rows)})")
+    rate = consumed / max(elapsed, 1e-9)
+    unpublished = sum(r.published_at is None for r in rows)
+    print(f"events consumed:           {consumed} (in {elapsed:.1f}s, {rate:.0f}/s end to end)")
+    print(f"achievements recorded:     {len(rows)}  (unpublished: {unpublished})")
     for goal_type, count in sorted(by_type.items()):
         print(f"  {goal_type:<24} {count}")
-    print(f"exit commands on topic:    {len(commands)} records, {len(command_ids)} distinct command ids")
+    distinct = len(command_ids)
+    print(f"exit commands on topic:    {len(commands)} records, {distinct} distinct command ids")
     print(f"dead-letter records:       {len(dead)} (expected {expected['malformed']})")
     for reason, count in reasons.most_common():
         print(f"  {count} x {reason}")
@@ -416,7 +480,16 @@ async def _summary(settings: Settings, run_id: str, expected: dict[str, Any], el
     for workflow, enrolled in sorted(expected["enrolled"].items()):
         got = len(achieved_by_wf.get(workflow, ()))
         want = len(expected["achieved"].get(workflow, ()))
-        ok &= got == want and set(expected["achieved"].get(workflow, ())) == achieved_by_wf.get(workflow, set())
+        ok &= got == want and set(expected["achieved"].get(workflow, ())) == achieved_by_wf.get(
+            workflow, set()
+        )
         print(f"  {workflow:<24} {enrolled:>8}  {got:>8}  {want:>8}  {got / enrolled:6.1%}")
-    print("result: " + ("OK, everything matches the independently computed outcome" if ok else "MISMATCH, see above"))
+    print(
+        "result: "
+        + (
+            "OK, everything matches the independently computed outcome"
+            if ok
+            else "MISMATCH, see above"
+        )
+    )
     return 0 if ok else 1

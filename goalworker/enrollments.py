@@ -26,7 +26,7 @@ class Span:
 
 
 class ContactEnrollments(dict[str, Span]):
-    """One contact's enrollments by id; its own type tells decoded state from raw changelog values."""
+    """One contact's enrollments by id."""
 
 
 def is_open_at(span: Span, moment: datetime) -> bool:
@@ -45,7 +45,9 @@ def apply(state: ContactEnrollments, event: Event) -> bool:
     span = state.get(enrollment_id)
     if event.type == ENROLLED:
         if span is None:
-            state[enrollment_id] = Span(event.data["workflow_id"], event.account_id, event.occurred_at)
+            state[enrollment_id] = Span(
+                event.data["workflow_id"], event.account_id, event.occurred_at
+            )
             return True
         if span.enrolled_at == event.occurred_at:
             return False
@@ -55,7 +57,11 @@ def apply(state: ContactEnrollments, event: Event) -> bool:
     if span is None:
         # The exit overtook its enrollment (they may travel different partitions upstream).
         state[enrollment_id] = Span(
-            event.data["workflow_id"], event.account_id, None, event.occurred_at, event.data["reason"]
+            event.data["workflow_id"],
+            event.account_id,
+            None,
+            event.occurred_at,
+            event.data["reason"],
         )
         return True
     if span.exited_at is not None and span.exited_at <= event.occurred_at:
@@ -67,7 +73,9 @@ def apply(state: ContactEnrollments, event: Event) -> bool:
 
 def prune(state: ContactEnrollments, now: datetime, grace: timedelta) -> bool:
     """Drop spans that exited longer than ``grace`` ago; return True if any were dropped."""
-    expired = [eid for eid, s in state.items() if s.exited_at is not None and s.exited_at + grace < now]
+    expired = [
+        eid for eid, s in state.items() if s.exited_at is not None and s.exited_at + grace < now
+    ]
     for enrollment_id in expired:
         del state[enrollment_id]
     return bool(expired)
@@ -90,12 +98,15 @@ def to_json(state: ContactEnrollments) -> dict[str, list[Any]]:
 def from_json(raw: dict[str, list[Any]]) -> ContactEnrollments:
     """Decode a contact's state as read back from the changelog topic."""
     return ContactEnrollments(
-        (eid, Span(
-            workflow_id,
-            account_id,
-            datetime.fromisoformat(enrolled) if enrolled else None,
-            datetime.fromisoformat(exited) if exited else None,
-            reason,
-        ))
+        (
+            eid,
+            Span(
+                workflow_id,
+                account_id,
+                datetime.fromisoformat(enrolled) if enrolled else None,
+                datetime.fromisoformat(exited) if exited else None,
+                reason,
+            ),
+        )
         for eid, (workflow_id, account_id, enrolled, exited, reason) in raw.items()
     )

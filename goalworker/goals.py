@@ -9,7 +9,14 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from goalworker import events
 from goalworker.errors import InvalidGoal
@@ -51,7 +58,10 @@ class TagAddedCriteria(_Criteria):
     """A tag, by id or by name; when both are given either one matches."""
 
     tag_id: Id | None = None
-    tag_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024)] | None = None
+    tag_name: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024)]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _one_of(self) -> TagAddedCriteria:
@@ -78,7 +88,10 @@ class AppointmentBookedCriteria(_Criteria):
     """Any booking, narrowed by calendar and by status (status ignores case)."""
 
     calendar_id: Id | None = None
-    status: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024)] | None = None
+    status: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024)]
+        | None
+    ) = None
 
 
 class FormSubmittedCriteria(_Criteria):
@@ -106,7 +119,7 @@ CRITERIA_MODEL: dict[GoalType, type[_Criteria]] = {
 def parse_goal_type(value: object) -> GoalType:
     """Return the goal type named by ``value`` or raise :class:`InvalidGoal`."""
     try:
-        return GoalType(value)
+        return GoalType(str(value))
     except ValueError:
         allowed = ", ".join(t.value for t in GoalType)
         raise InvalidGoal("goal_type", f"{value!r} is not one of {allowed}") from None

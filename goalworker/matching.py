@@ -43,7 +43,7 @@ def _goal_keys(goal: Goal) -> list[_IndexKey]:
     c = goal.criteria
     match goal.goal_type:
         case GoalType.TAG_ADDED:
-            keys = []
+            keys: list[_IndexKey] = []
             if "tag_id" in c:
                 keys.append(("id", c["tag_id"]))
             if "tag_name" in c:
@@ -78,9 +78,9 @@ def _meets_rest(entry: _Indexed, event: Event) -> bool:
     """Check the criteria the index key does not cover."""
     if entry.min_amount is not None:
         d = event.data
-        return d["currency"] == entry.currency and d["amount"] >= entry.min_amount
+        return bool(d["currency"] == entry.currency and d["amount"] >= entry.min_amount)
     if entry.status is not None:
-        return normalize_name(event.data["status"]) == entry.status
+        return bool(normalize_name(event.data["status"]) == entry.status)
     return True
 
 

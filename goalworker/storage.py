@@ -34,8 +34,12 @@ goals = sa.Table(
     sa.Column("criteria", pg.JSONB, nullable=False),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("updated_by", sa.Text, nullable=False),
     sa.Index("ix_goals_account_workflow", "account_id", "workflow_id"),
@@ -55,7 +59,9 @@ achievements = sa.Table(
     sa.Column("trigger_event", pg.JSONB, nullable=False),
     sa.Column("metadata", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("command_id", pg.UUID(as_uuid=True), nullable=False, unique=True),
-    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
     sa.Column("published_at", sa.DateTime(timezone=True)),
     sa.Index("ix_achievements_account_workflow_time", "account_id", "workflow_id", "achieved_at"),
     sa.Index("ix_achievements_account_contact_time", "account_id", "contact_id", "achieved_at"),
@@ -77,8 +83,12 @@ enrollments = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("exited_at", sa.DateTime(timezone=True)),
     sa.Column("exit_reason", sa.Text),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Index("ix_enrollments_account_workflow_enrolled", "account_id", "workflow_id", "enrolled_at"),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Index(
+        "ix_enrollments_account_workflow_enrolled", "account_id", "workflow_id", "enrolled_at"
+    ),
 )
 
 #: Namespace of exit command ids; changing it would change every id, so it never changes.
@@ -115,9 +125,11 @@ async def load_active_goals(engine: AsyncEngine) -> list[Goal]:
 
 
 async def goals_fingerprint(engine: AsyncEngine) -> tuple[Any, ...]:
-    """A cheap summary of the goal table that changes whenever a goal is added, changed or deleted."""
+    """A cheap summary of the goal table that changes when a goal is added, changed or deleted."""
     query = sa.select(
-        sa.func.count(), sa.func.coalesce(sa.func.sum(goals.c.version), 0), sa.func.max(goals.c.updated_at)
+        sa.func.count(),
+        sa.func.coalesce(sa.func.sum(goals.c.version), 0),
+        sa.func.max(goals.c.updated_at),
     )
     async with engine.connect() as conn:
         return tuple((await conn.execute(query)).one())
@@ -158,7 +170,9 @@ def _enrollment_upsert(changes: Sequence[EnrollmentChange]) -> sa.Insert:
         set_={
             "enrolled_at": sa.func.coalesce(old.enrolled_at, new.enrolled_at),
             "exited_at": sa.func.least(old.exited_at, new.exited_at),
-            "exit_reason": sa.case((old.exited_at.is_(None), new.exit_reason), else_=old.exit_reason),
+            "exit_reason": sa.case(
+                (old.exited_at.is_(None), new.exit_reason), else_=old.exit_reason
+            ),
             "status": sa.case(
                 ((old.exited_at.is_(None)) & (new.exited_at.is_(None)), "active"), else_="exited"
             ),
@@ -220,7 +234,9 @@ async def record_batch(
             for a in candidates
         ]
         await conn.execute(
-            pg.insert(achievements).values(rows).on_conflict_do_nothing(index_elements=["enrollment_id"])
+            pg.insert(achievements)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["enrollment_id"])
         )
         ids = [a.enrollment_id for a in candidates]
         pending = await conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,10 +25,8 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -
             if n not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 
@@ -43,7 +42,9 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
         if not tps:
             await consumer._client.force_metadata_update()
             tps = [
-                TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())
+                TopicPartition(t, p)
+                for t in topics
+                for p in (consumer.partitions_for_topic(t) or ())
             ]
         return dict(await consumer.end_offsets(tps)) if tps else {}
     finally:
@@ -114,7 +115,9 @@ async def read_all(bootstrap: str, topic: str) -> list[Record]:
             for tp, messages in batch.items():
                 for m in messages:
                     records.append(
-                        Record(m.topic, m.partition, m.offset, m.key, m.value, dict(m.headers or ()))
+                        Record(
+                            m.topic, m.partition, m.offset, m.key, m.value, dict(m.headers or ())
+                        )
                     )
                     if m.offset + 1 >= ends[tp]:
                         remaining.pop(tp, None)

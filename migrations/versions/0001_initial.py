@@ -25,8 +25,12 @@ def upgrade() -> None:
         sa.Column("criteria", pg.JSONB, nullable=False),
         sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
         sa.Column("version", sa.Integer, nullable=False, server_default="1"),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.Column("created_by", sa.Text, nullable=False),
         sa.Column("updated_by", sa.Text, nullable=False),
     )
@@ -45,14 +49,20 @@ def upgrade() -> None:
         sa.Column("trigger_event", pg.JSONB, nullable=False),
         sa.Column("metadata", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("command_id", pg.UUID(as_uuid=True), nullable=False, unique=True),
-        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.Column("published_at", sa.DateTime(timezone=True)),
     )
     op.create_index(
-        "ix_achievements_account_workflow_time", "achievements", ["account_id", "workflow_id", "achieved_at"]
+        "ix_achievements_account_workflow_time",
+        "achievements",
+        ["account_id", "workflow_id", "achieved_at"],
     )
     op.create_index(
-        "ix_achievements_account_contact_time", "achievements", ["account_id", "contact_id", "achieved_at"]
+        "ix_achievements_account_contact_time",
+        "achievements",
+        ["account_id", "contact_id", "achieved_at"],
     )
     op.create_index(
         "ix_achievements_unpublished",
@@ -71,10 +81,14 @@ def upgrade() -> None:
         sa.Column("status", sa.Text, nullable=False),
         sa.Column("exited_at", sa.DateTime(timezone=True)),
         sa.Column("exit_reason", sa.Text),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
     )
     op.create_index(
-        "ix_enrollments_account_workflow_enrolled", "enrollments", ["account_id", "workflow_id", "enrolled_at"]
+        "ix_enrollments_account_workflow_enrolled",
+        "enrollments",
+        ["account_id", "workflow_id", "enrolled_at"],
     )
 
 

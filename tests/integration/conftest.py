@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 HOW_TO_START = (
     "integration tests need Kafka and PostgreSQL: run `make test` (it starts both), or "
-    "`make services-up` then `eval \"$(scripts/services.sh env)\"`, or point "
+    '`make services-up` then `eval "$(scripts/services.sh env)"`, or point '
     "GOALWORKER_KAFKA_BOOTSTRAP and GOALWORKER_DATABASE_URL at running services"
 )
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
@@ -55,9 +55,17 @@ def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "con
 
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
-    if not (os.environ.get("GOALWORKER_KAFKA_BOOTSTRAP") and os.environ.get("GOALWORKER_DATABASE_URL")):
-        if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
-            pytest.fail(HOW_TO_START + " (a Docker engine is here: `docker compose -f docker-compose.kafka.yml up -d`)")
+    if not (
+        os.environ.get("GOALWORKER_KAFKA_BOOTSTRAP") and os.environ.get("GOALWORKER_DATABASE_URL")
+    ):
+        if (
+            shutil.which("docker")
+            and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+        ):
+            pytest.fail(
+                HOW_TO_START
+                + " (a Docker engine is here: `docker compose -f docker-compose.kafka.yml up -d`)"
+            )
         pytest.fail(HOW_TO_START)
     settings = Settings()
     upgrade()
@@ -74,7 +82,15 @@ class Harness:
 
     # -- input ---------------------------------------------------------------------------
 
-    def envelope(self, event_type: str, account: str, contact: str, at: datetime, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    def envelope(
+        self,
+        event_type: str,
+        account: str,
+        contact: str,
+        at: datetime,
+        data: dict[str, Any],
+        **extra: Any,
+    ) -> dict[str, Any]:
         self._n += 1
         return {
             "event_id": f"evt-{uuid.uuid4().hex}",
@@ -102,7 +118,13 @@ class Harness:
         return envelope
 
     def enroll(
-        self, account: str, contact: str, workflow: str, enrollment: str, at: datetime = T0, wait: bool = True
+        self,
+        account: str,
+        contact: str,
+        workflow: str,
+        enrollment: str,
+        at: datetime = T0,
+        wait: bool = True,
     ) -> None:
         """Enroll a contact; by default wait until the worker has stored the enrollment.
 
@@ -110,17 +132,33 @@ class Harness:
         may be processed before it, so tests that need the order wait for the enrollment.
         """
         data = {"workflow_id": workflow, "enrollment_id": enrollment}
-        self.send(self.settings.topic_enrollment, self.envelope("workflow.enrolled", account, contact, at, data))
+        self.send(
+            self.settings.topic_enrollment,
+            self.envelope("workflow.enrolled", account, contact, at, data),
+        )
         if wait:
-            wait_until(lambda: self.enrollment_row(enrollment), what=f"enrollment {enrollment} to be stored")
+            wait_until(
+                lambda: self.enrollment_row(enrollment),
+                what=f"enrollment {enrollment} to be stored",
+            )
 
-    def exit(self, account: str, contact: str, workflow: str, enrollment: str, at: datetime) -> None:
+    def exit(
+        self, account: str, contact: str, workflow: str, enrollment: str, at: datetime
+    ) -> None:
         data = {"workflow_id": workflow, "enrollment_id": enrollment, "reason": "manual"}
-        self.send(self.settings.topic_enrollment, self.envelope("workflow.exited", account, contact, at, data))
+        self.send(
+            self.settings.topic_enrollment,
+            self.envelope("workflow.exited", account, contact, at, data),
+        )
 
-    def tag(self, account: str, contact: str, name: str, at: datetime, tag_id: str = "t-x") -> dict[str, Any]:
+    def tag(
+        self, account: str, contact: str, name: str, at: datetime, tag_id: str = "t-x"
+    ) -> dict[str, Any]:
         data = {"tag_id": tag_id, "tag_name": name}
-        return self.send(self.settings.topic_tag_added, self.envelope("contact.tag.added", account, contact, at, data))
+        return self.send(
+            self.settings.topic_tag_added,
+            self.envelope("contact.tag.added", account, contact, at, data),
+        )
 
     # -- goals ---------------------------------------------------------------------------
 
@@ -132,9 +170,19 @@ class Harness:
         """
         probe_account, probe_contact = f"probe-{uuid.uuid4().hex[:8]}", "probe-contact"
         rows = [
-            {"id": uuid.uuid4(), "account_id": a, "workflow_id": w, "goal_type": t,
-             "criteria": validate_criteria(t, c), "created_by": "test", "updated_by": "test"}
-            for a, w, t, c in [*goals, (probe_account, "probe-wf", "form_submitted", {"form_id": "probe"})]
+            {
+                "id": uuid.uuid4(),
+                "account_id": a,
+                "workflow_id": w,
+                "goal_type": t,
+                "criteria": validate_criteria(t, c),
+                "created_by": "test",
+                "updated_by": "test",
+            }
+            for a, w, t, c in [
+                *goals,
+                (probe_account, "probe-wf", "form_submitted", {"form_id": "probe"}),
+            ]
         ]
         with self.engine.begin() as conn:
             conn.execute(sa.insert(storage.goals), rows)
@@ -149,7 +197,10 @@ class Harness:
     def _probe(self, account: str, contact: str, data: dict[str, Any]) -> bool:
         if self.achievements(account):
             return True
-        self.send(self.settings.topic_form_submitted, self.envelope("form.submitted", account, contact, T0 + timedelta(minutes=1), data))
+        self.send(
+            self.settings.topic_form_submitted,
+            self.envelope("form.submitted", account, contact, T0 + timedelta(minutes=1), data),
+        )
         time.sleep(0.3)
         return bool(self.achievements(account))
 
@@ -158,20 +209,30 @@ class Harness:
     def achievements(self, account: str) -> list[Any]:
         a = storage.achievements
         with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(a).where(a.c.account_id == account).order_by(a.c.recorded_at)).mappings())
+            return list(
+                conn.execute(
+                    sa.select(a).where(a.c.account_id == account).order_by(a.c.recorded_at)
+                ).mappings()
+            )
 
     def enrollment_row(self, enrollment: str) -> Any:
         e = storage.enrollments
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(e).where(e.c.enrollment_id == enrollment)).mappings().first()
+            return (
+                conn.execute(sa.select(e).where(e.c.enrollment_id == enrollment)).mappings().first()
+            )
 
     def exit_commands(self, account: str) -> list[dict[str, Any]]:
-        records = asyncio.run(topics.read_all(self.settings.kafka_bootstrap, self.settings.topic_exit))
+        records = asyncio.run(
+            topics.read_all(self.settings.kafka_bootstrap, self.settings.topic_exit)
+        )
         commands = [orjson.loads(r.value) | {"_key": r.key} for r in records if r.value]
         return [c for c in commands if c["account_id"] == account]
 
     def dead_letters(self) -> list[topics.Record]:
-        return asyncio.run(topics.read_all(self.settings.kafka_bootstrap, self.settings.topic_dead_letter))
+        return asyncio.run(
+            topics.read_all(self.settings.kafka_bootstrap, self.settings.topic_dead_letter)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +262,9 @@ def harness(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "goalworker", "worker"],
-            env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT,
+            env=settings_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         harness = Harness(settings)
         try:

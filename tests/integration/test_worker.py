@@ -31,26 +31,61 @@ def test_goals_of_every_type_are_achieved_and_their_exit_commands_published(harn
     account = new_account()
     s = harness.settings
     cases = [
-        ("tag_added", {"tag_name": "VIP"}, s.topic_tag_added, "contact.tag.added",
-         {"tag_id": "t1", "tag_name": "  vip "}),
-        ("purchase_made", {"min_amount": "49.90", "currency": "USD"}, s.topic_payment_completed,
-         "payment.completed", {"payment_id": "p", "amount": "49.90", "currency": "USD", "product_ids": []}),
-        ("appointment_booked", {"status": "confirmed"}, s.topic_appointment_booked, "appointment.booked",
-         {"appointment_id": "a", "calendar_id": "c", "status": "Confirmed"}),
-        ("form_submitted", {"form_id": "f1"}, s.topic_form_submitted, "form.submitted",
-         {"form_id": "f1", "submission_id": "s1"}),
-        ("pipeline_stage_reached", {"pipeline_id": "p1", "stage_id": "won"}, s.topic_pipeline_stage_changed,
-         "pipeline.stage.changed", {"opportunity_id": "o", "pipeline_id": "p1", "stage_id": "won"}),
+        (
+            "tag_added",
+            {"tag_name": "VIP"},
+            s.topic_tag_added,
+            "contact.tag.added",
+            {"tag_id": "t1", "tag_name": "  vip "},
+        ),
+        (
+            "purchase_made",
+            {"min_amount": "49.90", "currency": "USD"},
+            s.topic_payment_completed,
+            "payment.completed",
+            {"payment_id": "p", "amount": "49.90", "currency": "USD", "product_ids": []},
+        ),
+        (
+            "appointment_booked",
+            {"status": "confirmed"},
+            s.topic_appointment_booked,
+            "appointment.booked",
+            {"appointment_id": "a", "calendar_id": "c", "status": "Confirmed"},
+        ),
+        (
+            "form_submitted",
+            {"form_id": "f1"},
+            s.topic_form_submitted,
+            "form.submitted",
+            {"form_id": "f1", "submission_id": "s1"},
+        ),
+        (
+            "pipeline_stage_reached",
+            {"pipeline_id": "p1", "stage_id": "won"},
+            s.topic_pipeline_stage_changed,
+            "pipeline.stage.changed",
+            {"opportunity_id": "o", "pipeline_id": "p1", "stage_id": "won"},
+        ),
     ]
     goal_ids = harness.add_goals(*[(account, f"wf-{t}", t, c) for t, c, *_ in cases])
     sent = {}
     for (goal_type, _, topic, event_type, data), goal_id in zip(cases, goal_ids, strict=True):
         contact = f"c-{goal_type}"
         harness.enroll(account, contact, f"wf-{goal_type}", f"enr-{account}-{goal_type}")
-        sent[goal_type] = (goal_id, contact, harness.send(topic, harness.envelope(event_type, account, contact, later(5), data)))
+        sent[goal_type] = (
+            goal_id,
+            contact,
+            harness.send(topic, harness.envelope(event_type, account, contact, later(5), data)),
+        )
 
-    rows = wait_until(lambda: len(harness.achievements(account)) == 5 and harness.achievements(account), what="5 achievements")
-    commands = wait_until(lambda: len(harness.exit_commands(account)) >= 5 and harness.exit_commands(account), what="5 exit commands")
+    rows = wait_until(
+        lambda: len(harness.achievements(account)) == 5 and harness.achievements(account),
+        what="5 achievements",
+    )
+    commands = wait_until(
+        lambda: len(harness.exit_commands(account)) >= 5 and harness.exit_commands(account),
+        what="5 exit commands",
+    )
 
     by_type = {r["goal_type"]: r for r in rows}
     assert set(by_type) == set(sent)
@@ -93,20 +128,40 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_stream_goes_on(harness:
     s = harness.settings
     harness.add_goals((account, "wf", "tag_added", {"tag_id": "t1"}))
     harness.enroll(account, "c1", "wf", f"enr-{account}")
-    good = harness.envelope("contact.tag.added", account, "c1", later(1), {"tag_id": "t1", "tag_name": "x"})
+    good = harness.envelope(
+        "contact.tag.added", account, "c1", later(1), {"tag_id": "t1", "tag_name": "x"}
+    )
     marker = f"bad-{uuid.uuid4().hex}"
     bad = [
         (b"c1", b'{"event_id": "' + marker.encode() + b'", oops', "not valid UTF-8 JSON"),
         (b"c1", b"\xff" + marker.encode(), "not valid UTF-8 JSON"),
-        (b"c1", orjson.dumps(good | {"event_id": marker + "-1", "data": {"tag_id": "t1"}}), "'data.tag_name' is required"),
-        (b"other", orjson.dumps(good | {"event_id": marker + "-2"}), "does not match field 'contact_id'"),
-        (b"c1", orjson.dumps(good | {"event_id": marker + "-3", "type": "contact.tag.removed"}), "unknown event type"),
-        (b"c1", orjson.dumps(good | {"event_id": marker + "-4", "occurred_at": "2026-01-01 10:00"}), "UTC offset"),
+        (
+            b"c1",
+            orjson.dumps(good | {"event_id": marker + "-1", "data": {"tag_id": "t1"}}),
+            "'data.tag_name' is required",
+        ),
+        (
+            b"other",
+            orjson.dumps(good | {"event_id": marker + "-2"}),
+            "does not match field 'contact_id'",
+        ),
+        (
+            b"c1",
+            orjson.dumps(good | {"event_id": marker + "-3", "type": "contact.tag.removed"}),
+            "unknown event type",
+        ),
+        (
+            b"c1",
+            orjson.dumps(good | {"event_id": marker + "-4", "occurred_at": "2026-01-01 10:00"}),
+            "UTC offset",
+        ),
     ]
     harness.produce(*[(s.topic_tag_added, key, value) for key, value, _ in bad])
     harness.send(s.topic_tag_added, good)
 
-    wait_until(lambda: harness.achievements(account), what="the valid event after the bad ones to achieve")
+    wait_until(
+        lambda: harness.achievements(account), what="the valid event after the bad ones to achieve"
+    )
     dead = wait_until(
         lambda: [d for d in harness.dead_letters() if marker.encode() in (d.value or b"")],
         what="dead-letter records",
@@ -137,13 +192,18 @@ def test_a_redelivered_event_changes_nothing(harness: Harness):
     # The same event again, as a producer retry would send it, then a sentinel behind it.
     harness.send(s.topic_tag_added, event)
     harness.enroll(account, "c1", "wf-sentinel", f"enr-{account}-sentinel")
-    wait_until(lambda: harness.enrollment_row(f"enr-{account}-sentinel"), what="the sentinel enrollment")
+    wait_until(
+        lambda: harness.enrollment_row(f"enr-{account}-sentinel"), what="the sentinel enrollment"
+    )
     harness.tag(account, "c1", "x", later(2), tag_id="sentinel")
     wait_until(lambda: len(harness.achievements(account)) == 2, what="the sentinel achievement")
 
     rows = harness.achievements(account)
     assert [r["enrollment_id"] for r in rows].count(f"enr-{account}") == 1
-    commands = wait_until(lambda: len(harness.exit_commands(account)) >= 2 and harness.exit_commands(account), what="exit commands")
+    commands = wait_until(
+        lambda: len(harness.exit_commands(account)) >= 2 and harness.exit_commands(account),
+        what="exit commands",
+    )
     assert [c["enrollment_id"] for c in commands].count(f"enr-{account}") == 1
 
 
@@ -157,8 +217,11 @@ def test_a_contact_who_exited_before_the_event_does_not_achieve(harness: Harness
     harness.exit(account, "c1", "wf", f"enr-{account}", at=later(10))
     harness.enroll(account, "c1", "wf-sentinel", f"enr-{account}-sentinel", at=T0)
     wait_until(
-        lambda: (row := harness.enrollment_row(f"enr-{account}")) and row["status"] == "exited"
-        and harness.enrollment_row(f"enr-{account}-sentinel"),
+        lambda: (
+            (row := harness.enrollment_row(f"enr-{account}"))
+            and row["status"] == "exited"
+            and harness.enrollment_row(f"enr-{account}-sentinel")
+        ),
         what="the exit and the sentinel enrollment",
     )
     harness.tag(account, "c1", "x", later(11), tag_id="t1")  # after the exit
@@ -182,16 +245,35 @@ def test_two_goals_on_one_workflow_yield_one_achievement(harness: Harness):
     harness.enroll(account, "c1", "wf", f"enr-{account}")
     harness.tag(account, "c1", "x", later(1), tag_id="t1")
     wait_until(lambda: harness.achievements(account), what="the first goal")
-    harness.send(s.topic_form_submitted, harness.envelope("form.submitted", account, "c1", later(2), {"form_id": "f1", "submission_id": "s"}))
+    harness.send(
+        s.topic_form_submitted,
+        harness.envelope(
+            "form.submitted", account, "c1", later(2), {"form_id": "f1", "submission_id": "s"}
+        ),
+    )
     harness.add_goals((account, "wf-sentinel", "form_submitted", {"form_id": "f-sentinel"}))
     harness.enroll(account, "c1", "wf-sentinel", f"enr-{account}-sentinel")
-    wait_until(lambda: harness.enrollment_row(f"enr-{account}-sentinel"), what="the sentinel enrollment")
-    harness.send(s.topic_form_submitted, harness.envelope("form.submitted", account, "c1", later(3), {"form_id": "f-sentinel", "submission_id": "s"}))
+    wait_until(
+        lambda: harness.enrollment_row(f"enr-{account}-sentinel"), what="the sentinel enrollment"
+    )
+    harness.send(
+        s.topic_form_submitted,
+        harness.envelope(
+            "form.submitted",
+            account,
+            "c1",
+            later(3),
+            {"form_id": "f-sentinel", "submission_id": "s"},
+        ),
+    )
     wait_until(lambda: len(harness.achievements(account)) == 2, what="the sentinel achievement")
 
     [row] = [r for r in harness.achievements(account) if r["workflow_id"] == "wf"]
     assert row["goal_id"] == tag_goal  # the goal met first wins
-    commands = wait_until(lambda: len(harness.exit_commands(account)) >= 2 and harness.exit_commands(account), what="exits")
+    commands = wait_until(
+        lambda: len(harness.exit_commands(account)) >= 2 and harness.exit_commands(account),
+        what="exits",
+    )
     assert [c["workflow_id"] for c in commands].count("wf") == 1
     assert form_goal != tag_goal
 
@@ -203,18 +285,33 @@ def test_an_achievement_recorded_but_never_published_is_published_on_replay(harn
     harness.enroll(account, "c1", "wf", enrollment)
     wait_until(lambda: harness.enrollment_row(enrollment), what="the enrollment")
     # As if a worker had crashed after the insert and before the publish:
-    event = harness.envelope("payment.completed", account, "c1", later(3),
-                             {"payment_id": "p", "amount": "1.00", "currency": "EUR", "product_ids": []})
+    event = harness.envelope(
+        "payment.completed",
+        account,
+        "c1",
+        later(3),
+        {"payment_id": "p", "amount": "1.00", "currency": "EUR", "product_ids": []},
+    )
     with harness.engine.begin() as conn:
-        conn.execute(sa.insert(storage.achievements).values(
-            enrollment_id=enrollment, account_id=account, workflow_id="wf", contact_id="c1",
-            goal_id=goal_id, goal_type="purchase_made", achieved_at=later(3),
-            trigger_event_id=event["event_id"], trigger_event={"replayed": True},
-            command_id=command_id_for(account, enrollment),
-        ))
+        conn.execute(
+            sa.insert(storage.achievements).values(
+                enrollment_id=enrollment,
+                account_id=account,
+                workflow_id="wf",
+                contact_id="c1",
+                goal_id=goal_id,
+                goal_type="purchase_made",
+                achieved_at=later(3),
+                trigger_event_id=event["event_id"],
+                trigger_event={"replayed": True},
+                command_id=command_id_for(account, enrollment),
+            )
+        )
     harness.send(harness.settings.topic_payment_completed, event)
 
-    wait_until(lambda: harness.achievements(account)[0]["published_at"] is not None, what="the publish")
+    wait_until(
+        lambda: harness.achievements(account)[0]["published_at"] is not None, what="the publish"
+    )
     [command] = wait_until(lambda: harness.exit_commands(account), what="the exit command")
     assert command["command_id"] == str(command_id_for(account, enrollment))
     [row] = harness.achievements(account)

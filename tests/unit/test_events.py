@@ -43,7 +43,11 @@ def test_a_valid_payment_decodes_with_a_decimal_amount():
         (b"c1", _data(amount="4e5"), "'data.amount' must be a non-negative decimal"),
         (b"c1", _data(currency="usd"), "'data.currency' must be an ISO 4217"),
         (b"c1", _data(product_ids="x"), "'data.product_ids' must be a list"),
-        (b"c1", _with(occurred_at="2026-03-01T10:00:00"), "must carry a date, a time and a UTC offset"),
+        (
+            b"c1",
+            _with(occurred_at="2026-03-01T10:00:00"),
+            "must carry a date, a time and a UTC offset",
+        ),
         (b"c1", _with(occurred_at="yesterday"), "not an RFC 3339 timestamp"),
         (b"c1", _with(type="payment.refunded"), "unknown event type"),
         (b"c1", _with(version=2), "field 'version'"),

@@ -13,11 +13,23 @@ from goalworker.goals import GoalType, validate_criteria
         ("tag_added", {"tag_name": "  VIP  "}, {"tag_name": "VIP"}),
         ("purchase_made", {}, {}),
         ("purchase_made", {"product_ids": ["p1", "p2"]}, {"product_ids": ["p1", "p2"]}),
-        ("purchase_made", {"min_amount": "49.90", "currency": "USD"}, {"min_amount": "49.90", "currency": "USD"}),
+        (
+            "purchase_made",
+            {"min_amount": "49.90", "currency": "USD"},
+            {"min_amount": "49.90", "currency": "USD"},
+        ),
         ("appointment_booked", {}, {}),
-        ("appointment_booked", {"calendar_id": "c1", "status": "confirmed"}, {"calendar_id": "c1", "status": "confirmed"}),
+        (
+            "appointment_booked",
+            {"calendar_id": "c1", "status": "confirmed"},
+            {"calendar_id": "c1", "status": "confirmed"},
+        ),
         ("form_submitted", {"form_id": "f1"}, {"form_id": "f1"}),
-        ("pipeline_stage_reached", {"pipeline_id": "p", "stage_id": "s"}, {"pipeline_id": "p", "stage_id": "s"}),
+        (
+            "pipeline_stage_reached",
+            {"pipeline_id": "p", "stage_id": "s"},
+            {"pipeline_id": "p", "stage_id": "s"},
+        ),
     ],
 )
 def test_valid_criteria_are_returned_normalized(goal_type, criteria, expected):
@@ -32,7 +44,12 @@ def test_valid_criteria_are_returned_normalized(goal_type, criteria, expected):
         ("tag_added", {"tag_id": "t", "colour": "red"}, "criteria.colour", "not permitted"),
         ("purchase_made", {"min_amount": "10"}, "criteria", "go together"),
         ("purchase_made", {"currency": "USD"}, "criteria", "go together"),
-        ("purchase_made", {"min_amount": "-1", "currency": "USD"}, "criteria.min_amount", "greater than or equal"),
+        (
+            "purchase_made",
+            {"min_amount": "-1", "currency": "USD"},
+            "criteria.min_amount",
+            "greater than or equal",
+        ),
         ("purchase_made", {"min_amount": "10", "currency": "usd"}, "criteria.currency", "pattern"),
         ("purchase_made", {"product_ids": "p1"}, "criteria.product_ids", "list"),
         ("form_submitted", {}, "criteria.form_id", "required"),

@@ -13,7 +13,15 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def goal(goal_type, criteria, account="a1", workflow="w1", created=T0):
-    return Goal(uuid4(), account, workflow, GoalType(goal_type), validate_criteria(goal_type, criteria), 1, created)
+    return Goal(
+        uuid4(),
+        account,
+        workflow,
+        GoalType(goal_type),
+        validate_criteria(goal_type, criteria),
+        1,
+        created,
+    )
 
 
 def event(event_type, data, account="a1", at=T0 + timedelta(minutes=5)):
@@ -35,7 +43,12 @@ def tag(tag_id="t9", name="Other"):
 def payment(amount="10.00", currency="USD", products=()):
     return event(
         "payment.completed",
-        {"payment_id": "p", "amount": Decimal(amount), "currency": currency, "product_ids": tuple(products)},
+        {
+            "payment_id": "p",
+            "amount": Decimal(amount),
+            "currency": currency,
+            "product_ids": tuple(products),
+        },
     )
 
 
@@ -77,7 +90,9 @@ def test_purchase_products_and_amount_must_both_hold():
 
 
 def booking(calendar="cal1", status="confirmed"):
-    return event("appointment.booked", {"appointment_id": "x", "calendar_id": calendar, "status": status})
+    return event(
+        "appointment.booked", {"appointment_id": "x", "calendar_id": calendar, "status": status}
+    )
 
 
 def test_appointment_calendar_and_status_are_optional_and_status_ignores_case():
@@ -128,7 +143,9 @@ def test_a_goal_of_another_workflow_does_not_match():
 
 def test_when_one_event_meets_two_goals_the_older_goal_wins():
     newer = goal("purchase_made", {}, created=T0)
-    older = goal("purchase_made", {"min_amount": "1", "currency": "USD"}, created=T0 - timedelta(days=1))
+    older = goal(
+        "purchase_made", {"min_amount": "1", "currency": "USD"}, created=T0 - timedelta(days=1)
+    )
     [m] = achieved([newer, older], payment())
     assert m.goal is older
 
@@ -141,11 +158,26 @@ def test_an_enrollment_already_achieved_is_skipped():
 def test_an_exit_that_overtook_its_enrollment_still_bounds_the_span():
     state = ContactEnrollments()
     base = dict(account="a1")
-    apply(state, event("workflow.exited", {"workflow_id": "w1", "enrollment_id": "enr-1", "reason": "manual"}, at=T0 + timedelta(minutes=4), **base))
-    apply(state, event("workflow.enrolled", {"workflow_id": "w1", "enrollment_id": "enr-1"}, at=T0, **base))
+    apply(
+        state,
+        event(
+            "workflow.exited",
+            {"workflow_id": "w1", "enrollment_id": "enr-1", "reason": "manual"},
+            at=T0 + timedelta(minutes=4),
+            **base,
+        ),
+    )
+    apply(
+        state,
+        event("workflow.enrolled", {"workflow_id": "w1", "enrollment_id": "enr-1"}, at=T0, **base),
+    )
     g = goal("purchase_made", {})
     assert not match_event(payment(), state, GoalIndex([g]))
-    assert match_event(event("payment.completed", payment().data, at=T0 + timedelta(minutes=3)), state, GoalIndex([g]))
+    assert match_event(
+        event("payment.completed", payment().data, at=T0 + timedelta(minutes=3)),
+        state,
+        GoalIndex([g]),
+    )
 
 
 def test_lookups_do_not_scan_unrelated_goals(monkeypatch):
@@ -153,10 +185,14 @@ def test_lookups_do_not_scan_unrelated_goals(monkeypatch):
 
     examined = []
     real = matching._meets_rest
-    monkeypatch.setattr(matching, "_meets_rest", lambda entry, ev: examined.append(entry) or real(entry, ev))
+    monkeypatch.setattr(
+        matching, "_meets_rest", lambda entry, ev: examined.append(entry) or real(entry, ev)
+    )
     # 20,000 forms on one workflow and 20,000 workflows: one event looks at one goal.
     same_workflow = [goal("form_submitted", {"form_id": f"f{i}"}) for i in range(20_000)]
-    other_workflows = [goal("form_submitted", {"form_id": "f1"}, workflow=f"w{i}") for i in range(2, 20_000)]
+    other_workflows = [
+        goal("form_submitted", {"form_id": "f1"}, workflow=f"w{i}") for i in range(2, 20_000)
+    ]
     ev = event("form.submitted", {"form_id": "f1", "submission_id": "s"})
     [m] = achieved(same_workflow + other_workflows, ev)
     assert m.goal is same_workflow[1]
