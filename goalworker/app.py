@@ -432,6 +432,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
     @app.agent(inputs)
     async def consume(stream: Any) -> None:
         await processor.refresh_goals(force=True)
+        # Changelog writes queue in faust's producer buffer, which warns past 100 entries;
+        # a batch legitimately queues up to one write per enrollment event in it.
+        app.producer.buffer.max_messages = max(settings.batch_max_events * 2, 100)
         processor.stream = stream = stream.noack()
         async for fevent in stream.events():
             processor.accept(fevent)
@@ -441,7 +444,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
     wait_seconds = settings.batch_max_wait_ms / 1000
 
     # faust's decorators are untyped; the functions they wrap are checked all the same.
-    @app.timer(interval=max(wait_seconds / 2, 0.005))  # type: ignore[untyped-decorator]
+    @app.timer(interval=max(wait_seconds, 0.01))  # type: ignore[untyped-decorator]
     async def flush_idle_batch() -> None:
         if processor.stream is not None and processor.batch_due():
             await processor.flush()
