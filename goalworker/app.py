@@ -32,8 +32,9 @@ from goalworker.enrollments import ContactEnrollments
 from goalworker.errors import GoalworkerError, InvalidRecord
 from goalworker.events import CONTACT_EVENT_TYPES, ENROLLMENT_EVENT_TYPES, EXITED, Event, decode
 from goalworker.exits import dead_letter_headers, exit_command
+from goalworker.goalcache import GoalCache
 from goalworker.goals import GOAL_TYPE_OF_EVENT
-from goalworker.matching import GoalIndex, match_event
+from goalworker.matching import match_event
 from goalworker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,9 @@ class Processor:
         self.app = app
         self.table = table
         self.engine = storage.make_engine(settings.database_url)
-        self.index = GoalIndex()
+        self.goals = GoalCache(self.engine, settings.database_url)
         self.counters = Counters()
         self.stream: Any = None
-        self._goals_fingerprint: tuple[Any, ...] | None = None
         self._allowed_types: dict[str, frozenset[str]] = {
             topic: frozenset({event_type}) for topic, event_type in settings.event_topics.items()
         }
@@ -126,16 +126,8 @@ class Processor:
     # -- goals -------------------------------------------------------------------------------
 
     async def refresh_goals(self, *, force: bool = False) -> None:
-        """Reload the goal index when the goal table changed since the last look."""
-        fingerprint = await self._retrying(
-            "read goal fingerprint", lambda: storage.goals_fingerprint(self.engine)
-        )
-        if not force and fingerprint == self._goals_fingerprint:
-            return
-        goals = await self._retrying("load goals", lambda: storage.load_active_goals(self.engine))
-        self.index = GoalIndex(goals)
-        self._goals_fingerprint = fingerprint
-        log.info("goal cache loaded: %d active goals; matching uses them from now on", len(goals))
+        """Reload the goal cache, or only look whether the goal table changed."""
+        await self.goals.reload(self._retrying, force=force, why="forced" if force else "poll")
 
     # -- per record, in memory ---------------------------------------------------------------
 
@@ -216,7 +208,7 @@ class Processor:
         state = self.table.get(message.key)
         if not state:
             return
-        for match in match_event(event, state, self.index, self._achieved):
+        for match in match_event(event, state, self.goals.index, self._achieved):
             goal = match.goal
             self._remember_achieved(match.enrollment_id)
             item.candidates.append(
@@ -390,7 +382,7 @@ class Processor:
                 c.achievements,
                 c.exits_published,
                 c.dead_letters,
-                len(self.index),
+                len(self.goals.index),
             )
 
 
@@ -449,8 +441,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         if processor.stream is not None and processor.batch_due():
             await processor.flush()
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def listen_for_goal_changes() -> None:
+        await processor.goals.listen(processor._retrying)
+
     @app.timer(interval=settings.goal_refresh_seconds)  # type: ignore[untyped-decorator]
-    async def refresh_goals() -> None:
+    async def poll_goals() -> None:
         await processor.refresh_goals()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]

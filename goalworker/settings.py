@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(default=1000, ge=1, le=100_000)
     #: A partly filled batch is flushed after this many milliseconds.
     batch_max_wait_ms: int = Field(default=50, ge=1, le=60_000)
-    #: How often the goal cache checks PostgreSQL for changed goals, in seconds.
-    goal_refresh_seconds: float = Field(default=1.0, gt=0, le=3600)
+    #: How often the goal cache polls PostgreSQL for changed goals, in seconds; a safety net,
+    #: since every change is also pushed to the worker by LISTEN/NOTIFY.
+    goal_refresh_seconds: float = Field(default=30.0, gt=0, le=3600)
     #: How long an exited enrollment stays in state so late events that occurred before the
     #: exit can still achieve it, in seconds.
     grace_seconds: float = Field(default=600.0, ge=0)

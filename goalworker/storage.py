@@ -275,3 +275,32 @@ def _distinct_rounds(items: Sequence[Any], key: Any) -> list[list[Any]]:
             seen.append({k})
             rounds.append([item])
     return rounds
+
+
+#: PostgreSQL channel on which the ``goals`` table announces every change (migration 0002).
+GOALS_CHANNEL = "goalworker_goals"
+
+
+def libpq_url(database_url: str) -> str:
+    """The SQLAlchemy URL as a plain libpq connection string for psycopg."""
+    url = sa.engine.make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+async def unpublished_achievements(
+    engine: AsyncEngine, older_than_seconds: float, limit: int
+) -> list[dict[str, Any]]:
+    """Achievements whose exit command was recorded but not published for a while."""
+    a = achievements
+    query = (
+        sa.select(a)
+        .where(
+            a.c.published_at.is_(None),
+            a.c.recorded_at
+            < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds),
+        )
+        .order_by(a.c.recorded_at)
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(query)).mappings()]

@@ -243,7 +243,8 @@ def harness(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
         update={
             "group_id": f"goalworker-test-{run}",
             "partitions": 3,
-            "goal_refresh_seconds": 0.2,
+            # Far apart, so the tests show that pushed changes (LISTEN/NOTIFY) reach the worker.
+            "goal_refresh_seconds": 3600,
             **{
                 name: prefix + getattr(base_settings, name)
                 for name in Settings.model_fields
