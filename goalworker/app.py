@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
@@ -27,14 +26,22 @@ import sqlalchemy.exc
 from aiokafka.errors import KafkaError
 from faust.serializers.codecs import Codec
 
-from goalworker import enrollments, storage
-from goalworker.enrollments import ContactEnrollments
+from goalworker import enrollments, recent_events, storage
+from goalworker.enrollments import ContactEnrollments, Span
 from goalworker.errors import GoalworkerError, InvalidRecord
-from goalworker.events import CONTACT_EVENT_TYPES, ENROLLMENT_EVENT_TYPES, EXITED, Event, decode
+from goalworker.events import (
+    CONTACT_EVENT_TYPES,
+    ENROLLED,
+    ENROLLMENT_EVENT_TYPES,
+    EXITED,
+    Event,
+    decode,
+)
 from goalworker.exits import dead_letter_headers, exit_command
 from goalworker.goalcache import GoalCache
 from goalworker.goals import GOAL_TYPE_OF_EVENT
-from goalworker.matching import match_event
+from goalworker.matching import Match, match_event
+from goalworker.recent_events import RecentEvent
 from goalworker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,16 @@ T = TypeVar("T")
 ACHIEVED_CACHE_SIZE = 200_000
 #: Seconds between the worker's INFO progress lines.
 PROGRESS_EVERY_SECONDS = 10.0
+
+
+class RecentEventsCodec(Codec):
+    """Changelog codec of a contact's recent events."""
+
+    def _dumps(self, s: Any) -> bytes:
+        return recent_events.to_bytes(s)
+
+    def _loads(self, s: bytes) -> Any:
+        return recent_events.from_bytes(s)
 
 
 class EnrollmentsCodec(Codec):
@@ -105,10 +122,11 @@ def _jsonable(data: Any) -> Any:
 class Processor:
     """The consume path of one worker process; faust calls it, it owns the batch."""
 
-    def __init__(self, settings: Settings, app: faust.App, table: Any) -> None:
+    def __init__(self, settings: Settings, app: faust.App, table: Any, recent: Any) -> None:
         self.settings = settings
         self.app = app
         self.table = table
+        self.recent = recent
         self.engine = storage.make_engine(settings.database_url)
         self.goals = GoalCache(self.engine, settings.database_url)
         self.counters = Counters()
@@ -117,7 +135,7 @@ class Processor:
             topic: frozenset({event_type}) for topic, event_type in settings.event_topics.items()
         }
         self._allowed_types[settings.topic_enrollment] = ENROLLMENT_EVENT_TYPES
-        self._grace = timedelta(seconds=settings.grace_seconds)
+        self._grace_seconds = settings.grace_seconds
         self._batch: list[_Item] = []
         self._flush_lock = asyncio.Lock()
         self._achieved: dict[str, None] = {}
@@ -174,7 +192,10 @@ class Processor:
         self.counters.enrollment_events += 1
         state = self._state(message.key)
         changed = enrollments.apply(state, event)
-        changed |= enrollments.prune(state, datetime.now(UTC), self._grace)
+        if changed and event.type == ENROLLED:
+            enrollment_id = event.data["enrollment_id"]
+            self._match_recent(item, message.key, enrollment_id, state[enrollment_id])
+        changed |= enrollments.prune(state, time.time(), self._grace_seconds)
         if changed:
             # Setting the key writes the contact's spans to the changelog topic.
             if state:
@@ -206,9 +227,49 @@ class Processor:
 
     def _on_contact_event(self, item: _Item, event: Event, message: Any) -> None:
         state = self.table.get(message.key)
-        if not state:
+        if state:
+            source = (message.topic, message.partition, message.offset)
+            self._achieve(
+                item, event, source, match_event(event, state, self.goals.index, self._achieved)
+            )
+        if self._grace_seconds and self.goals.index.could_achieve(event):
+            # Kept for an enrollment of this contact that may still be on its way.
+            now = time.time()
+            entry = RecentEvent(
+                now, message.topic, message.partition, message.offset, message.value
+            )
+            recent = self.recent.get(message.key) or []
+            self.recent[message.key] = recent_events.keep(recent, entry, now, self._grace_seconds)
+
+    def _match_recent(self, item: _Item, key: bytes, enrollment_id: str, span: Span) -> None:
+        """Match the contact's recent events against an enrollment that just arrived."""
+        recent = self.recent.get(key)
+        if not recent:
             return
-        for match in match_event(event, state, self.goals.index, self._achieved):
+        candidates = []
+        for entry in recent_events.live(recent, time.time(), self._grace_seconds):
+            try:
+                event = decode(key, entry.value, self._allowed_types.get(entry.topic, frozenset()))
+            except InvalidRecord:
+                continue  # the topic was renamed since; the record no longer belongs here
+            candidates.append((event.occurred_at, entry, event))
+        # The earliest event that meets a goal is the one that achieved it.
+        for _, entry, event in sorted(candidates, key=lambda c: c[0]):
+            matches = match_event(event, {enrollment_id: span}, self.goals.index, self._achieved)
+            if matches:
+                log.info(
+                    "enrollment %s achieved by event_id=%s, which arrived before the enrollment",
+                    enrollment_id,
+                    event.event_id,
+                )
+                self._achieve(item, event, (entry.topic, entry.partition, entry.offset), matches)
+                return
+
+    def _achieve(
+        self, item: _Item, event: Event, source: tuple[str, int, int], matches: list[Match]
+    ) -> None:
+        topic, partition, offset = source
+        for match in matches:
             goal = match.goal
             self._remember_achieved(match.enrollment_id)
             item.candidates.append(
@@ -225,9 +286,9 @@ class Processor:
                         "event_id": event.event_id,
                         "type": event.type,
                         "occurred_at": event.occurred_at.isoformat(),
-                        "topic": message.topic,
-                        "partition": message.partition,
-                        "offset": message.offset,
+                        "topic": topic,
+                        "partition": partition,
+                        "offset": offset,
                         "goal_version": goal.version,
                         "data": _jsonable(dict(event.data)),
                     },
@@ -241,6 +302,21 @@ class Processor:
                 event.contact_id,
                 event.event_id,
             )
+
+    def forget_expired_recent_events(self) -> int:
+        """Drop expired recent events of contacts that went quiet; return how many contacts.
+
+        Memory only: writing tombstones needs the partition of a live record, so the changelog
+        keeps them until the contact is seen again, and a restart reads them back to drop
+        them once more.
+        """
+        now, store = time.time(), self.recent.data
+        stale = [
+            k for k, v in list(store.items()) if not recent_events.live(v, now, self._grace_seconds)
+        ]
+        for key in stale:
+            store.pop(key, None)
+        return len(stale)
 
     def _remember_achieved(self, enrollment_id: str) -> None:
         if len(self._achieved) >= ACHIEVED_CACHE_SIZE:
@@ -411,7 +487,14 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         schema=faust.Schema(key_serializer="raw", value_serializer=EnrollmentsCodec()),
         help="Enrollment spans per contact, partitioned like the input topics.",
     )
-    processor = Processor(settings, app, table)
+    recent = app.Table(
+        "recent_events",
+        default=None,
+        partitions=settings.partitions,
+        schema=faust.Schema(key_serializer="raw", value_serializer=RecentEventsCodec()),
+        help="Recent goal-relevant events per contact, for enrollments that arrive late.",
+    )
+    processor = Processor(settings, app, table, recent)
     inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw")
     app.topic(settings.topic_exit, partitions=settings.partitions, internal=True)
     app.topic(
@@ -440,6 +523,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
     async def flush_idle_batch() -> None:
         if processor.stream is not None and processor.batch_due():
             await processor.flush()
+
+    @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
+    async def forget_expired_recent_events() -> None:
+        dropped = processor.forget_expired_recent_events()
+        if dropped:
+            log.debug("dropped expired recent events of %d contacts", dropped)
 
     @app.task  # type: ignore[untyped-decorator]
     async def listen_for_goal_changes() -> None:

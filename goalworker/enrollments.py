@@ -7,8 +7,9 @@ which occurred before the exit, but arrives after it, still counts.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from goalworker.events import ENROLLED, Event
@@ -23,6 +24,9 @@ class Span:
     enrolled_at: datetime | None
     exited_at: datetime | None = None
     exit_reason: str | None = None
+    #: When the worker learned of the exit, in seconds since the epoch; the grace window
+    #: runs in processing time, so replaying old exits does not drop them at once.
+    exit_seen: float | None = None
 
 
 class ContactEnrollments(dict[str, Span]):
@@ -36,11 +40,13 @@ def is_open_at(span: Span, moment: datetime) -> bool:
     return span.exited_at is None or moment < span.exited_at
 
 
-def apply(state: ContactEnrollments, event: Event) -> bool:
+def apply(state: ContactEnrollments, event: Event, now: float | None = None) -> bool:
     """Apply an enrolled or exited event to a contact's state; return True if it changed.
 
-    Replays are harmless: applying the same event twice leaves the same state.
+    Replays are harmless: applying the same event twice leaves the same state. ``now`` is
+    the processing time in seconds since the epoch (default: the clock).
     """
+    seen = time.time() if now is None else now
     enrollment_id: str = event.data["enrollment_id"]
     span = state.get(enrollment_id)
     if event.type == ENROLLED:
@@ -62,19 +68,21 @@ def apply(state: ContactEnrollments, event: Event) -> bool:
             None,
             event.occurred_at,
             event.data["reason"],
+            seen,
         )
         return True
     if span.exited_at is not None and span.exited_at <= event.occurred_at:
         return False
     span.exited_at = event.occurred_at
     span.exit_reason = event.data["reason"]
+    span.exit_seen = seen
     return True
 
 
-def prune(state: ContactEnrollments, now: datetime, grace: timedelta) -> bool:
-    """Drop spans that exited longer than ``grace`` ago; return True if any were dropped."""
+def prune(state: ContactEnrollments, now: float, grace: float) -> bool:
+    """Drop spans whose exit was seen over ``grace`` seconds before ``now``; True if any."""
     expired = [
-        eid for eid, s in state.items() if s.exited_at is not None and s.exited_at + grace < now
+        eid for eid, s in state.items() if s.exit_seen is not None and s.exit_seen + grace < now
     ]
     for enrollment_id in expired:
         del state[enrollment_id]
@@ -90,6 +98,7 @@ def to_json(state: ContactEnrollments) -> dict[str, list[Any]]:
             s.enrolled_at.isoformat() if s.enrolled_at else None,
             s.exited_at.isoformat() if s.exited_at else None,
             s.exit_reason,
+            s.exit_seen,
         ]
         for eid, s in state.items()
     }
@@ -106,7 +115,8 @@ def from_json(raw: dict[str, list[Any]]) -> ContactEnrollments:
                 datetime.fromisoformat(enrolled) if enrolled else None,
                 datetime.fromisoformat(exited) if exited else None,
                 reason,
+                exit_seen,
             ),
         )
-        for eid, (workflow_id, account_id, enrolled, exited, reason) in raw.items()
+        for eid, (workflow_id, account_id, enrolled, exited, reason, exit_seen) in raw.items()
     )

@@ -12,7 +12,7 @@ from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from goalworker.enrollments import ContactEnrollments, is_open_at
+from goalworker.enrollments import Span, is_open_at
 from goalworker.events import Event
 from goalworker.goals import GOAL_TYPE_OF_EVENT, Goal, GoalType, normalize_name
 
@@ -89,6 +89,8 @@ class GoalIndex:
 
     def __init__(self, goals: Iterable[Goal] = ()) -> None:
         self._entries: dict[_IndexKey, list[_Indexed]] = {}
+        #: The same entries keyed without the workflow: "could this event matter to anyone?"
+        self._by_account: dict[_IndexKey, list[_Indexed]] = {}
         self._count = 0
         for goal in goals:
             self._add(goal)
@@ -106,9 +108,20 @@ class GoalIndex:
             status=normalize_name(c["status"]) if "status" in c else None,
         )
         prefix = (goal.account_id, goal.workflow_id, goal.goal_type.value)
+        account_prefix = (goal.account_id, goal.goal_type.value)
         for key in _goal_keys(goal):
             self._entries.setdefault(prefix + key, []).append(entry)
+            self._by_account.setdefault(account_prefix + key, []).append(entry)
         self._count += 1
+
+    def could_achieve(self, event: Event) -> bool:
+        """True when the event meets some active goal of its account, in any workflow."""
+        prefix = (event.account_id, GOAL_TYPE_OF_EVENT[event.type].value)
+        return any(
+            _meets_rest(entry, event)
+            for key in _event_keys(event)
+            for entry in self._by_account.get(prefix + key, ())
+        )
 
     def goals_met(self, account_id: str, workflow_id: str, event: Event) -> Iterator[_Indexed]:
         """Yield the goals of one workflow that the event meets (a goal may repeat)."""
@@ -130,7 +143,7 @@ def _rank(entry: _Indexed) -> tuple[float, str]:
 
 def match_event(
     event: Event,
-    enrollments: ContactEnrollments,
+    enrollments: Mapping[str, Span],
     index: GoalIndex,
     achieved: Container[str] = frozenset(),
 ) -> list[Match]:
@@ -150,8 +163,3 @@ def match_event(
         if goal is not None:
             matches.append(Match(enrollment_id, span.workflow_id, goal))
     return matches
-
-
-def goals_by_id(goals: Iterable[Goal]) -> Mapping[str, Goal]:
-    """Index goals by their id as text."""
-    return {str(g.id): g for g in goals}

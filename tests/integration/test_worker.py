@@ -317,3 +317,55 @@ def test_an_achievement_recorded_but_never_published_is_published_on_replay(harn
     [row] = harness.achievements(account)
     assert row["trigger_event"] == {"replayed": True}  # the first record stands
     assert Decimal("1.00") == Decimal(event["data"]["amount"])
+
+
+def test_an_event_processed_before_its_enrollment_still_achieves_it(harness: Harness):
+    account = new_account()
+    harness.add_goals((account, "wf", "tag_added", {"tag_id": "t1"}))
+    # The event occurred after the enrollment started, but the worker sees it first.
+    event = harness.tag(account, "c1", "x", later(5), tag_id="t1")
+    too_early = harness.tag(account, "c2", "x", later(1), tag_id="t1")
+    wait_until(lambda: _processed(harness, too_early), what="the events to be processed")
+    harness.enroll(account, "c1", "wf", f"enr-{account}-1", at=later(2))
+    harness.enroll(account, "c2", "wf", f"enr-{account}-2", at=later(2))  # after its event
+
+    [row] = wait_until(
+        lambda: harness.achievements(account), what="the late enrollment's achievement"
+    )
+    assert row["enrollment_id"] == f"enr-{account}-1"
+    assert row["trigger_event_id"] == event["event_id"]
+    assert row["trigger_event"]["topic"] == harness.settings.topic_tag_added
+    assert [c["enrollment_id"] for c in harness.exit_commands(account)] == [f"enr-{account}-1"]
+
+
+def test_an_exit_that_arrives_first_still_lets_an_earlier_event_achieve(harness: Harness):
+    account = new_account()
+    harness.add_goals((account, "wf", "tag_added", {"tag_id": "t1"}))
+    harness.enroll(account, "c1", "wf", f"enr-{account}-1", at=T0)
+    harness.enroll(account, "c2", "wf", f"enr-{account}-2", at=T0)
+    harness.exit(account, "c1", "wf", f"enr-{account}-1", at=later(10))
+    harness.exit(account, "c2", "wf", f"enr-{account}-2", at=later(10))
+    wait_until(
+        lambda: all(
+            harness.enrollment_row(f"enr-{account}-{i}")["status"] == "exited" for i in (1, 2)
+        ),
+        what="both exits",
+    )
+    before = harness.tag(account, "c1", "x", later(9), tag_id="t1")
+    after = harness.tag(account, "c2", "x", later(11), tag_id="t1")
+    wait_until(
+        lambda: _processed(harness, after) and harness.achievements(account), what="processing"
+    )
+
+    [row] = harness.achievements(account)
+    assert row["trigger_event_id"] == before["event_id"]
+
+
+def _processed(harness: Harness, event: dict) -> bool:
+    """True once the worker has committed past ``event`` (it is never redelivered after)."""
+    import asyncio
+
+    from goalworker import topics
+
+    s = harness.settings
+    return asyncio.run(topics.group_lag(s.kafka_bootstrap, s.group_id, s.input_topics)) == 0

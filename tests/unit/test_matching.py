@@ -197,3 +197,26 @@ def test_lookups_do_not_scan_unrelated_goals(monkeypatch):
     [m] = achieved(same_workflow + other_workflows, ev)
     assert m.goal is same_workflow[1]
     assert len(examined) == 1
+
+
+def test_could_achieve_looks_across_the_workflows_of_the_events_account_only():
+    index = GoalIndex([goal("tag_added", {"tag_id": "t1"}, workflow="w7")])
+    assert index.could_achieve(tag(tag_id="t1"))
+    assert not index.could_achieve(tag(tag_id="t2"))
+    assert not index.could_achieve(
+        event("contact.tag.added", {"tag_id": "t1", "tag_name": "x"}, account="a2")
+    )
+
+
+def test_exited_spans_leave_state_a_grace_window_after_the_exit_was_seen():
+    from goalworker.enrollments import prune
+
+    state = ContactEnrollments()
+    exit_event = event(
+        "workflow.exited", {"workflow_id": "w1", "enrollment_id": "enr-1", "reason": "done"}, at=T0
+    )
+    apply(state, exit_event, now=1000.0)
+    apply(state, event("workflow.enrolled", {"workflow_id": "w1", "enrollment_id": "enr-2"}, at=T0))
+    assert not prune(state, now=1600.0, grace=600.0)  # an old exit, seen just now, stays
+    assert prune(state, now=1600.5, grace=600.0)
+    assert list(state) == ["enr-2"]  # open enrollments never expire
