@@ -398,6 +398,31 @@ class Processor:
                 )
         return pending
 
+    async def sweep_unpublished(self) -> int:
+        """Publish exit commands recorded but never published; return how many."""
+        rows = await self._retrying(
+            "find unpublished exits",
+            lambda: storage.unpublished_achievements(
+                self.engine, self.settings.sweep_min_age_seconds, limit=1000
+            ),
+        )
+        if not rows:
+            return 0
+        await self._retrying("publish swept exits", lambda: self._publish([], rows))
+        await self._retrying(
+            "mark swept exits published",
+            lambda: storage.mark_published(self.engine, (r["enrollment_id"] for r in rows)),
+        )
+        self.counters.exits_published += len(rows)
+        log.warning(
+            "published %d exit commands that were recorded but never published (first: "
+            "enrollment=%s command=%s)",
+            len(rows),
+            rows[0]["enrollment_id"],
+            rows[0]["command_id"],
+        )
+        return len(rows)
+
     async def _publish(self, batch: list[_Item], pending: list[dict[str, Any]]) -> None:
         producer = self.app.producer
         settings = self.settings
@@ -523,6 +548,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
     async def flush_idle_batch() -> None:
         if processor.stream is not None and processor.batch_due():
             await processor.flush()
+
+    @app.timer(interval=settings.sweep_interval_seconds)  # type: ignore[untyped-decorator]
+    async def sweep_unpublished_exits() -> None:
+        if processor.stream is not None:
+            await processor.sweep_unpublished()
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def forget_expired_recent_events() -> None:

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     grace_seconds: float = Field(default=600.0, ge=0)
     #: Longest wait between two attempts when PostgreSQL or Kafka is down, in seconds.
     retry_max_seconds: float = Field(default=30.0, gt=0)
+    #: How often the worker looks for achievements whose exit command was never published
+    #: (a crash between the database write and the publish), in seconds.
+    sweep_interval_seconds: float = Field(default=10.0, gt=0)
+    #: Only achievements recorded at least this long ago are swept, so in-flight batches
+    #: publish their own, in seconds.
+    sweep_min_age_seconds: float = Field(default=30.0, ge=0)
     #: Largest input record accepted, in bytes; larger ones go to the dead-letter topic.
     max_record_bytes: int = Field(default=256 * 1024, ge=1024)
 

@@ -245,6 +245,8 @@ def harness(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
             "partitions": 3,
             # Far apart, so the tests show that pushed changes (LISTEN/NOTIFY) reach the worker.
             "goal_refresh_seconds": 3600,
+            "sweep_interval_seconds": 0.5,
+            "sweep_min_age_seconds": 5,
             **{
                 name: prefix + getattr(base_settings, name)
                 for name in Settings.model_fields

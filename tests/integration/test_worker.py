@@ -369,3 +369,30 @@ def _processed(harness: Harness, event: dict) -> bool:
 
     s = harness.settings
     return asyncio.run(topics.group_lag(s.kafka_bootstrap, s.group_id, s.input_topics)) == 0
+
+
+def test_the_sweep_publishes_an_exit_that_was_recorded_but_never_published(harness: Harness):
+    account = new_account()
+    enrollment = f"enr-{account}"
+    # As if a worker had died between the insert and the publish, and the event was committed.
+    with harness.engine.begin() as conn:
+        conn.execute(
+            sa.insert(storage.achievements).values(
+                enrollment_id=enrollment,
+                account_id=account,
+                workflow_id="wf",
+                contact_id="c1",
+                goal_id=uuid.uuid4(),
+                goal_type="form_submitted",
+                achieved_at=later(1),
+                trigger_event_id="evt-lost",
+                trigger_event={},
+                command_id=command_id_for(account, enrollment),
+                recorded_at=sa.func.now() - sa.text("interval '1 minute'"),
+            )
+        )
+    [command] = wait_until(lambda: harness.exit_commands(account), what="the swept exit command")
+    assert command["command_id"] == str(command_id_for(account, enrollment))
+    assert command["trigger_event_id"] == "evt-lost"
+    assert command["_key"] == b"c1"
+    wait_until(lambda: harness.achievements(account)[0]["published_at"], what="published_at")
