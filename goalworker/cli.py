@@ -78,6 +78,30 @@ def demo(contacts: int, seed: int, timeout: float) -> None:
     sys.exit(demo_module.run(Settings(), contacts=contacts, seed=seed, timeout=timeout))
 
 
+@main.command()
+@click.option("--account-prefix", default=None, help="Check only accounts whose id starts so.")
+@click.option(
+    "--expected",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON list of the enrollment ids that should have achieved (lost/extra check).",
+)
+def verify(account_prefix: str | None, expected: Path | None) -> None:
+    """Check achievements in PostgreSQL against exit commands on Kafka; exit 1 on a breach."""
+    import asyncio
+    import json
+
+    from goalworker.verify import verify as run_verify
+
+    wanted = set(json.loads(expected.read_text())) if expected else None
+    report = asyncio.run(
+        run_verify(Settings(), account_prefix=account_prefix, expected_enrollments=wanted)
+    )
+    for line in report.lines():
+        click.echo(line)
+    sys.exit(0 if report.ok else 1)
+
+
 @main.command("demo-producer", hidden=True)
 @click.option("--run-id", required=True)
 @click.option("--contacts", default=5000)

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaProducer
 
 from goalworker import storage, topics
 from goalworker.settings import Settings
+from goalworker.verify import verify
 
 TAG_NAMES = ["VIP", "Newsletter", "Webinar Attendee", "Churn Risk", "Trial", "Purchased"]
 PRODUCTS = [f"prod-{i}" for i in range(1, 13)]
@@ -484,6 +485,14 @@ async def _summary(
             workflow, set()
         )
         print(f"  {workflow:<24} {enrolled:>8}  {got:>8}  {want:>8}  {got / enrolled:6.1%}")
+    expected_enrollments = {e for ids in expected["achieved"].values() for e in ids}
+    report = await verify(
+        settings, account_prefix=f"acct-{run_id}-", expected_enrollments=expected_enrollments
+    )
+    print("invariant check (goalworker verify):")
+    for line in report.lines():
+        print(f"  {line}")
+    ok &= report.ok
     print(
         "result: "
         + (

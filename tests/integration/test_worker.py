@@ -396,3 +396,44 @@ def test_the_sweep_publishes_an_exit_that_was_recorded_but_never_published(harne
     assert command["trigger_event_id"] == "evt-lost"
     assert command["_key"] == b"c1"
     wait_until(lambda: harness.achievements(account)[0]["published_at"], what="published_at")
+
+
+def test_verify_passes_on_a_healthy_account_and_names_each_breach(harness: Harness):
+    import asyncio
+
+    from goalworker.verify import verify
+
+    account = new_account()
+    harness.add_goals((account, "wf", "tag_added", {"tag_id": "t1"}))
+    harness.enroll(account, "c1", "wf", f"enr-{account}-1")
+    harness.tag(account, "c1", "x", later(1), tag_id="t1")
+    wait_until(lambda: harness.exit_commands(account), what="the exit command")
+    healthy = asyncio.run(verify(harness.settings, account_prefix=account))
+    assert healthy.ok and healthy.achievements == 1 and healthy.exit_records == 1
+
+    # A row whose command never reached the topic, and an enrollment that should have achieved.
+    with harness.engine.begin() as conn:
+        conn.execute(
+            sa.insert(storage.achievements).values(
+                enrollment_id=f"enr-{account}-2",
+                account_id=account,
+                workflow_id="wf",
+                contact_id="c2",
+                goal_id=uuid.uuid4(),
+                goal_type="tag_added",
+                achieved_at=later(1),
+                trigger_event_id="e",
+                trigger_event={},
+                command_id=command_id_for(account, f"enr-{account}-2"),
+            )
+        )
+    expected = {f"enr-{account}-1", f"enr-{account}-3"}
+    broken = asyncio.run(
+        verify(harness.settings, account_prefix=account, expected_enrollments=expected)
+    )
+    assert not broken.ok
+    assert broken.problems["achievements without an exit command on the topic"] == [
+        str(command_id_for(account, f"enr-{account}-2"))
+    ]
+    assert broken.problems["lost achievements (expected, not recorded)"] == [f"enr-{account}-3"]
+    assert broken.problems["extra achievements (recorded, not expected)"] == [f"enr-{account}-2"]
