@@ -491,6 +491,30 @@ def _brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
+def _contact_table(app: faust.App, settings: Settings, name: str, codec: Codec, help: str) -> Any:
+    """A table keyed by contact id (raw key bytes) whose values travel through ``codec``.
+
+    faust derives a table's serializers from its value type and bakes them into the
+    changelog topic at construction, so both are replaced here before anything is written.
+    """
+    table: Any = app.Table(
+        name, default=None, partitions=settings.partitions, key_type=bytes, help=help
+    )
+    table.value_serializer = codec
+    table.changelog_topic = app.topic(
+        f"{settings.group_id}-{name}-changelog",
+        key_type=bytes,
+        key_serializer="raw",
+        value_serializer=codec,
+        partitions=settings.partitions,
+        compacting=True,
+        deleting=False,
+        acks=False,
+        internal=True,
+    )
+    return table
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Processor]:
     """Build the faust app, its enrollment table and agent, wired to a :class:`Processor`."""
     app = faust.App(
@@ -503,21 +527,23 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         producer_max_request_size=8 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=settings.session_timeout_seconds / 4,
         autodiscover=False,
     )
-    table = app.Table(
+    table = _contact_table(
+        app,
+        settings,
         "enrollments",
-        default=None,
-        partitions=settings.partitions,
-        schema=faust.Schema(key_serializer="raw", value_serializer=EnrollmentsCodec()),
-        help="Enrollment spans per contact, partitioned like the input topics.",
+        EnrollmentsCodec(),
+        "Enrollment spans per contact, partitioned like the input topics.",
     )
-    recent = app.Table(
+    recent = _contact_table(
+        app,
+        settings,
         "recent_events",
-        default=None,
-        partitions=settings.partitions,
-        schema=faust.Schema(key_serializer="raw", value_serializer=RecentEventsCodec()),
-        help="Recent goal-relevant events per contact, for enrollments that arrive late.",
+        RecentEventsCodec(),
+        "Recent goal-relevant events per contact, for enrollments that arrive late.",
     )
     processor = Processor(settings, app, table, recent)
     inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw")

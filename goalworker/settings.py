@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     #: Largest input record accepted, in bytes; larger ones go to the dead-letter topic.
     max_record_bytes: int = Field(default=256 * 1024, ge=1024)
 
+    #: A worker silent for this long is presumed dead and its partitions move, in seconds.
+    session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
+
     log_level: str = "INFO"
 
     @cached_property
