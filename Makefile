@@ -11,7 +11,7 @@ export PG_PORT ?= 55432
 export GOALWORKER_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 export GOALWORKER_DATABASE_URL ?= postgresql+psycopg://goalworker:goalworker@127.0.0.1:$(PG_PORT)/goalworker
 
-.PHONY: help install services-up services-down services-status migrate worker demo test test-unit lint format typecheck clean
+.PHONY: help install services-up services-down services-status migrate worker demo test test-faults test-unit lint format typecheck clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,8 +42,11 @@ worker: migrate ## Run the worker in the foreground
 demo: migrate ## Run the worker on a realistic generated stream and print a summary
 	$(BIN)/goalworker demo
 
-test: install services-up ## Run every test against the real broker and database
-	$(BIN)/pytest -q -p no:cacheprovider
+test: install services-up ## Run the tests (short fault runs included) on the real broker and database
+	$(BIN)/pytest -q -p no:cacheprovider -m "not faults"
+
+test-faults: install services-up ## Run the long fault runs (kills, rebalances, outages, hostile input)
+	$(BIN)/pytest -q -p no:cacheprovider -m faults
 
 test-unit: install ## Run the unit tests only (no services needed)
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit

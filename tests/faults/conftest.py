@@ -10,7 +10,6 @@ ones are marked ``faults`` and run by ``make test-faults``.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
@@ -30,8 +29,6 @@ from goalworker.settings import Settings
 from goalworker.verify import Report, verify
 
 from ..integration.conftest import base_settings  # noqa: F401  (shared session fixture)
-
-LONG = os.environ.get("GOALWORKER_FAULTS_LONG") == "1"
 
 
 class Workers:

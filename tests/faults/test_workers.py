@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from .conftest import LONG
-
 pytestmark = pytest.mark.integration
+
+#: Each fault test runs short in `make test` and long in `make test-faults` (marker `faults`).
+SIZES = ["short", pytest.param("long", marks=pytest.mark.faults)]
 
 
 def _feed_events_in_background(run) -> threading.Thread:
@@ -24,9 +25,11 @@ def _enrollments_first(run) -> None:
     run.wait_caught_up(120, [run.settings.topic_enrollment])
 
 
-@pytest.mark.parametrize("kills", [12 if LONG else 3])
-def test_workers_killed_at_random_moments_lose_and_duplicate_nothing(fault_run, kills):
-    run = fault_run(contacts=8000 if LONG else 1500)
+@pytest.mark.parametrize("size", SIZES)
+def test_workers_killed_at_random_moments_lose_and_duplicate_nothing(fault_run, size):
+    long = size == "long"
+    kills = 12 if long else 3
+    run = fault_run(contacts=8000 if long else 1500)
     rng = random.Random(kills)
     run.workers.start()
     run.workers.start()
@@ -48,8 +51,9 @@ def test_workers_killed_at_random_moments_lose_and_duplicate_nothing(fault_run, 
     assert run.workers.crashed() == []
 
 
-def test_a_worker_stopped_with_sigterm_exits_promptly_and_hands_its_work_back(fault_run):
-    run = fault_run(contacts=1500)
+@pytest.mark.parametrize("size", SIZES)
+def test_a_worker_stopped_with_sigterm_exits_promptly_and_hands_its_work_back(fault_run, size):
+    run = fault_run(contacts=8000 if size == "long" else 1500)
     rng = random.Random(3)
     run.workers.start()
     _enrollments_first(run)
@@ -66,13 +70,15 @@ def test_a_worker_stopped_with_sigterm_exits_promptly_and_hands_its_work_back(fa
     assert took < 30, f"SIGTERM took {took:.1f}s"
 
 
-def test_workers_joining_and_leaving_mid_stream_keep_the_promise(fault_run):
-    run = fault_run(contacts=4000 if LONG else 1500)
+@pytest.mark.parametrize("size", SIZES)
+def test_workers_joining_and_leaving_mid_stream_keep_the_promise(fault_run, size):
+    long = size == "long"
+    run = fault_run(contacts=8000 if long else 1500)
     rng = random.Random(5)
     run.workers.start()
     _enrollments_first(run)
     feeder = _feed_events_in_background(run)
-    for step in range(6 if LONG else 3):
+    for step in range(8 if long else 3):
         time.sleep(rng.uniform(1.0, 3.0))
         if step % 2 == 0 or len(run.workers.alive) < 2:
             run.workers.start()
