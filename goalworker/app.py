@@ -50,6 +50,8 @@ T = TypeVar("T")
 
 #: Enrollments remembered as achieved, so repeats skip the database; a cache, not the truth.
 ACHIEVED_CACHE_SIZE = 200_000
+#: Longest wait for the pending batch when the worker stops, in seconds.
+SHUTDOWN_FLUSH_SECONDS = 10.0
 #: Seconds between the worker's INFO progress lines.
 PROGRESS_EVERY_SECONDS = 10.0
 
@@ -185,7 +187,7 @@ class Processor:
         return decode(message.key, value, self._allowed_types[message.topic])
 
     def _state(self, key: bytes) -> ContactEnrollments:
-        state = self.table.get(key)
+        state = self.table.data.get(key)
         return state if state is not None else ContactEnrollments()
 
     def _on_enrollment_event(self, item: _Item, event: Event, message: Any) -> None:
@@ -198,10 +200,7 @@ class Processor:
         changed |= enrollments.prune(state, time.time(), self._grace_seconds)
         if changed:
             # Setting the key writes the contact's spans to the changelog topic.
-            if state:
-                self.table[message.key] = state
-            elif message.key in self.table:
-                del self.table[message.key]
+            _store(self.table, message.key, state or None, message.partition)
         exited = event.type == EXITED
         # The projection is upserted even when state did not change: state reaches the
         # changelog on its own schedule and may be ahead of the database after a crash.
@@ -226,7 +225,7 @@ class Processor:
         )
 
     def _on_contact_event(self, item: _Item, event: Event, message: Any) -> None:
-        state = self.table.get(message.key)
+        state = self.table.data.get(message.key)
         if state:
             source = (message.topic, message.partition, message.offset)
             self._achieve(
@@ -238,12 +237,13 @@ class Processor:
             entry = RecentEvent(
                 now, message.topic, message.partition, message.offset, message.value
             )
-            recent = self.recent.get(message.key) or []
-            self.recent[message.key] = recent_events.keep(recent, entry, now, self._grace_seconds)
+            recent = self.recent.data.get(message.key) or []
+            kept = recent_events.keep(recent, entry, now, self._grace_seconds)
+            _store(self.recent, message.key, kept, message.partition)
 
     def _match_recent(self, item: _Item, key: bytes, enrollment_id: str, span: Span) -> None:
         """Match the contact's recent events against an enrollment that just arrived."""
-        recent = self.recent.get(key)
+        recent = self.recent.data.get(key)
         if not recent:
             return
         candidates = []
@@ -348,6 +348,22 @@ class Processor:
             for item in batch:
                 await self.stream.ack(item.event)
             self._maybe_log_progress()
+
+    async def flush_before_stop(self) -> None:
+        """Flush the pending batch on the way out, for a bounded time; else hand it back."""
+        if not self._batch:
+            return
+        pending = len(self._batch)
+        log.info("stopping: flushing %d pending records first", pending)
+        try:
+            await asyncio.wait_for(self.flush(), timeout=SHUTDOWN_FLUSH_SECONDS)
+        except Exception as exc:
+            log.warning(
+                "stopping without flushing %d records (%r); their offsets stay uncommitted "
+                "and the next owner of their partitions processes them again",
+                pending,
+                exc,
+            )
 
     async def _write(self, batch: list[_Item]) -> None:
         if any(item.changes or item.candidates for item in batch):
@@ -491,6 +507,26 @@ def _brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
+def _store(table: Any, key: bytes, value: Any, partition: int) -> None:
+    """Set (or, for None, delete) a contact's value and log it to the changelog partition.
+
+    The partition is the one the triggering record came from: contact state lives in the
+    same partition number as the contact's input records, whichever worker owns it.
+    """
+    # NOTE: faust's own ``table[key] = value`` finds the partition through the current
+    # event and checks partition counts against consumer metadata, which can lag behind a
+    # just-created changelog topic and crash the agent; the partition is known here anyway.
+    # Keys written this way are not dropped from memory when their partition moves to
+    # another worker (faust tracks that only for keys it recovered), which costs memory
+    # until the next restart, never correctness: a regained partition is replayed in full.
+    if value is None:
+        table.data.pop(key, None)
+        table.send_changelog(partition, key, None, value_serializer="raw")
+    else:
+        table.data[key] = value
+        table.send_changelog(partition, key, value)
+
+
 def _contact_table(app: faust.App, settings: Settings, name: str, codec: Codec, help: str) -> Any:
     """A table keyed by contact id (raw key bytes) whose values travel through ``codec``.
 
@@ -522,10 +558,14 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         broker=_brokers(settings.kafka_bootstrap),
         store="memory://",
         topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
         web_enabled=False,
         producer_acks=-1,
         producer_max_request_size=8 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
+        # Stopping or rebalancing must not wait for unacked events: the pending batch is
+        # flushed by us before that (or handed back uncommitted), never waited on by faust.
+        stream_wait_empty=False,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.session_timeout_seconds / 4,
@@ -547,25 +587,33 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
     )
     processor = Processor(settings, app, table, recent)
     inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw")
-    app.topic(settings.topic_exit, partitions=settings.partitions, internal=True)
-    app.topic(
-        settings.topic_dead_letter,
-        partitions=settings.partitions,
-        internal=True,
-        config={"max.message.bytes": str(8 * 1024 * 1024)},
-    )
+    # Created when missing (with the worker's replication factor); never changed if present.
+    outputs = [
+        app.topic(settings.topic_exit, partitions=settings.partitions, internal=True),
+        app.topic(
+            settings.topic_dead_letter,
+            partitions=settings.partitions,
+            internal=True,
+            config={"max.message.bytes": str(8 * 1024 * 1024)},
+        ),
+    ]
 
     @app.agent(inputs)
     async def consume(stream: Any) -> None:
+        for topic in outputs:
+            await topic.maybe_declare()
         await processor.refresh_goals(force=True)
         # Changelog writes queue in faust's producer buffer, which warns past 100 entries;
         # a batch legitimately queues up to one write per enrollment event in it.
         app.producer.buffer.max_messages = max(settings.batch_max_events * 2, 100)
         processor.stream = stream = stream.noack()
-        async for fevent in stream.events():
-            processor.accept(fevent)
-            if processor.batch_due():
-                await processor.flush()
+        try:
+            async for fevent in stream.events():
+                processor.accept(fevent)
+                if processor.batch_due():
+                    await processor.flush()
+        finally:
+            await processor.flush_before_stop()
 
     wait_seconds = settings.batch_max_wait_ms / 1000
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import SecretStr
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 
@@ -70,6 +71,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        if value is None:
+            env.pop(f"GOALWORKER_{name.upper()}", None)
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[f"GOALWORKER_{name.upper()}"] = str(value)
     return env
 

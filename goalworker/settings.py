@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +21,9 @@ class Settings(BaseSettings):
     group_id: str = "goalworker"
     #: Partitions of every input topic; the enrollment state table is partitioned the same way.
     partitions: int = Field(default=6, ge=1, le=1024)
+    #: Replication factor of the topics the worker creates (state changelogs, exits, dead
+    #: letters); use 3 on a production cluster.
+    replication_factor: int = Field(default=1, ge=1, le=16)
 
     topic_tag_added: str = "contact.tag.added"
     topic_payment_completed: str = "payment.completed"
@@ -55,6 +59,15 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
 
     log_level: str = "INFO"
+
+    #: Signature algorithm of the API's bearer tokens: HS256 (shared secret) or RS256.
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    #: HS256 secret that signs and verifies tokens, at least 32 bytes; empty means unset.
+    jwt_secret: SecretStr = SecretStr("")
+    #: RS256 public key that verifies tokens: PEM text, or the path of a PEM file.
+    jwt_public_key: str = ""
+    #: When set, tokens must carry this ``aud`` claim; when empty, tokens must carry none.
+    jwt_audience: str = ""
 
     @cached_property
     def event_topics(self) -> dict[str, str]:

@@ -13,14 +13,25 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+async def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    replication_factor: int = 1,
+    config: dict[str, str] | None = None,
+) -> None:
     """Create each topic with ``partitions`` partitions unless it exists already."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name=n, num_partitions=partitions, replication_factor=1)
+            NewTopic(
+                name=n,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs=config or {},
+            )
             for n in dict.fromkeys(names)
             if n not in existing
         ]

@@ -30,6 +30,8 @@ from goalworker.verify import Report, verify
 
 from ..integration.conftest import base_settings  # noqa: F401  (shared session fixture)
 
+ROOT_DIR = Path(__file__).resolve().parents[2]
+
 
 class Workers:
     """Worker processes sharing one consumer group, started, killed and stopped at will."""
@@ -111,7 +113,10 @@ class FaultRun:
     async def _prepare(self, goals: list[DemoGoal]) -> None:
         s = self.settings
         await topics.create_topics(
-            s.kafka_bootstrap, [*s.input_topics, s.topic_exit, s.topic_dead_letter], s.partitions
+            s.kafka_bootstrap,
+            [*s.input_topics, s.topic_exit, s.topic_dead_letter],
+            s.partitions,
+            replication_factor=s.replication_factor,
         )
         engine = storage.make_engine(s.database_url)
         try:
