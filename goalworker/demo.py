@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import SecretStr
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 
 from goalworker import storage, topics
 from goalworker.settings import Settings
