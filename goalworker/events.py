@@ -38,6 +38,8 @@ SUPPORTED_VERSIONS = frozenset({1})
 MAX_ID_LENGTH = 256
 #: Longest free-text value (tag names, statuses, exit reasons) accepted, in characters.
 MAX_TEXT_LENGTH = 1024
+#: Timestamps must fall within these years; beyond them lie typos and overflow at UTC.
+MIN_YEAR, MAX_YEAR = 1970, 2999
 #: Most product ids one payment may carry.
 MAX_PRODUCT_IDS = 1000
 
@@ -151,6 +153,10 @@ def parse_timestamp(field: str, value: object) -> datetime:
         raise InvalidRecord(
             f"field '{field}' must carry a date, a time and a UTC offset "
             f"(such as 2026-01-31T09:30:00Z), got {_shown(value)}"
+        )
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise InvalidRecord(
+            f"field '{field}' is outside the years {MIN_YEAR} to {MAX_YEAR}: {_shown(value)}"
         )
     return parsed
 
