@@ -1,0 +1,499 @@
+"""The consume path: each record handled in memory at once, its effects flushed in batches.
+
+``Processor.accept`` decodes and validates a record, updates the contact's enrollment spans,
+matches goals and queues the record's effects. ``Processor.flush`` makes a batch durable:
+one PostgreSQL transaction for its enrollment changes and achievements, then the exit
+commands and dead-letter records, each awaited until Kafka has acknowledged it. Only then
+are the batch's events acked, so faust never commits an offset whose effects are not durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import partial
+from typing import Any, TypeVar
+
+import faust
+import sqlalchemy.exc
+from aiokafka.errors import KafkaError
+
+from goalworker import enrollments, recent_events, storage
+from goalworker.enrollments import ContactEnrollments, Span
+from goalworker.errors import GoalworkerError, InvalidRecord
+from goalworker.events import (
+    CONTACT_EVENT_TYPES,
+    ENROLLED,
+    ENROLLMENT_EVENT_TYPES,
+    EXITED,
+    Event,
+    decode,
+)
+from goalworker.exits import dead_letter_headers, exit_command
+from goalworker.goalcache import GoalCache
+from goalworker.goals import GOAL_TYPE_OF_EVENT
+from goalworker.matching import Match, match_event
+from goalworker.recent_events import RecentEvent
+from goalworker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Enrollments remembered as achieved, so repeats skip the database; a cache, not the truth.
+ACHIEVED_CACHE_SIZE = 200_000
+#: Longest wait for the pending batch when the worker stops, in seconds.
+SHUTDOWN_FLUSH_SECONDS = 10.0
+#: Seconds between the worker's INFO progress lines.
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+@dataclass(slots=True)
+class _Item:
+    """One consumed record and the effects it asks for."""
+
+    event: Any  # faust.EventT
+    received: float
+    changes: list[storage.EnrollmentChange] = field(default_factory=list)
+    candidates: list[storage.NewAchievement] = field(default_factory=list)
+    rejection: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the worker has done since it started."""
+
+    consumed: int = 0
+    enrollment_events: int = 0
+    achievements: int = 0
+    exits_published: int = 0
+    dead_letters: int = 0
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, GoalworkerError):
+        return exc.retryable
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
+        )
+    if isinstance(exc, KafkaError):
+        return bool(getattr(exc, "retriable", False)) or "Timeout" in type(exc).__name__
+    return isinstance(exc, OSError | asyncio.TimeoutError)
+
+
+def _jsonable(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _jsonable(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_jsonable(v) for v in data]
+    if isinstance(data, Decimal):
+        return str(data)
+    return data
+
+
+class Processor:
+    """The consume path of one worker process; faust calls it, it owns the batch."""
+
+    def __init__(self, settings: Settings, app: faust.App, table: Any, recent: Any) -> None:
+        self.settings = settings
+        self.app = app
+        self.table = table
+        self.recent = recent
+        self.engine = storage.make_engine(settings.database_url)
+        self.goals = GoalCache(self.engine, settings.database_url)
+        self.counters = Counters()
+        self.stream: Any = None
+        self._allowed_types: dict[str, frozenset[str]] = {
+            topic: frozenset({event_type}) for topic, event_type in settings.event_topics.items()
+        }
+        self._allowed_types[settings.topic_enrollment] = ENROLLMENT_EVENT_TYPES
+        self._grace_seconds = settings.grace_seconds
+        self._batch: list[_Item] = []
+        self._flush_lock = asyncio.Lock()
+        self._achieved: dict[str, None] = {}
+        self._last_progress = time.monotonic()
+
+    # -- goals -------------------------------------------------------------------------------
+
+    async def refresh_goals(self, *, force: bool = False) -> None:
+        """Reload the goal cache, or only look whether the goal table changed."""
+        await self.goals.reload(self._retrying, force=force, why="forced" if force else "poll")
+
+    # -- per record, in memory ---------------------------------------------------------------
+
+    def accept(self, fevent: Any) -> None:
+        """Handle one record in memory and queue its effects; called from the agent loop."""
+        message = fevent.message
+        item = _Item(fevent, time.monotonic())
+        self.counters.consumed += 1
+        try:
+            event = self._decode(message)
+        except InvalidRecord as exc:
+            item.rejection, item.event_id = exc.reason, exc.event_id
+            log.warning(
+                "rejected record topic=%s partition=%d offset=%d event_id=%s: %s; "
+                "it goes to the dead-letter topic",
+                message.topic,
+                message.partition,
+                message.offset,
+                exc.event_id,
+                exc.reason,
+            )
+        else:
+            item.event_id = event.event_id
+            if event.type in CONTACT_EVENT_TYPES:
+                self._on_contact_event(item, event, message)
+            else:
+                self._on_enrollment_event(item, event, message)
+        self._batch.append(item)
+
+    def _decode(self, message: Any) -> Event:
+        value = message.value
+        if value is not None and len(value) > self.settings.max_record_bytes:
+            raise InvalidRecord(
+                f"value is {len(value)} bytes, more than the limit of "
+                f"{self.settings.max_record_bytes} (GOALWORKER_MAX_RECORD_BYTES)"
+            )
+        return decode(message.key, value, self._allowed_types[message.topic])
+
+    def _state(self, key: bytes) -> ContactEnrollments:
+        state = self.table.data.get(key)
+        return state if state is not None else ContactEnrollments()
+
+    def _on_enrollment_event(self, item: _Item, event: Event, message: Any) -> None:
+        self.counters.enrollment_events += 1
+        state = self._state(message.key)
+        changed = enrollments.apply(state, event)
+        if changed and event.type == ENROLLED:
+            enrollment_id = event.data["enrollment_id"]
+            self._match_recent(item, message.key, enrollment_id, state[enrollment_id])
+        changed |= enrollments.prune(state, time.time(), self._grace_seconds)
+        if changed:
+            # Setting the key writes the contact's spans to the changelog topic.
+            _store(self.table, message.key, state or None, message.partition)
+        exited = event.type == EXITED
+        # The projection is upserted even when state did not change: state reaches the
+        # changelog on its own schedule and may be ahead of the database after a crash.
+        item.changes.append(
+            storage.EnrollmentChange(
+                enrollment_id=event.data["enrollment_id"],
+                account_id=event.account_id,
+                workflow_id=event.data["workflow_id"],
+                contact_id=event.contact_id,
+                enrolled_at=None if exited else event.occurred_at,
+                exited_at=event.occurred_at if exited else None,
+                exit_reason=event.data["reason"] if exited else None,
+            )
+        )
+        log.debug(
+            "enrollment %s: %s contact=%s workflow=%s event_id=%s",
+            event.data["enrollment_id"],
+            event.type,
+            event.contact_id,
+            event.data["workflow_id"],
+            event.event_id,
+        )
+
+    def _on_contact_event(self, item: _Item, event: Event, message: Any) -> None:
+        state = self.table.data.get(message.key)
+        if state:
+            source = (message.topic, message.partition, message.offset)
+            self._achieve(
+                item, event, source, match_event(event, state, self.goals.index, self._achieved)
+            )
+        if self._grace_seconds and self.goals.index.could_achieve(event):
+            # Kept for an enrollment of this contact that may still be on its way.
+            now = time.time()
+            entry = RecentEvent(
+                now, message.topic, message.partition, message.offset, message.value
+            )
+            recent = self.recent.data.get(message.key) or []
+            kept = recent_events.keep(recent, entry, now, self._grace_seconds)
+            _store(self.recent, message.key, kept, message.partition)
+
+    def _match_recent(self, item: _Item, key: bytes, enrollment_id: str, span: Span) -> None:
+        """Match the contact's recent events against an enrollment that just arrived."""
+        recent = self.recent.data.get(key)
+        if not recent:
+            return
+        candidates = []
+        for entry in recent_events.live(recent, time.time(), self._grace_seconds):
+            try:
+                event = decode(key, entry.value, self._allowed_types.get(entry.topic, frozenset()))
+            except InvalidRecord:
+                continue  # the topic was renamed since; the record no longer belongs here
+            candidates.append((event.occurred_at, entry, event))
+        # The earliest event that meets a goal is the one that achieved it.
+        for _, entry, event in sorted(candidates, key=lambda c: c[0]):
+            matches = match_event(event, {enrollment_id: span}, self.goals.index, self._achieved)
+            if matches:
+                log.info(
+                    "enrollment %s achieved by event_id=%s, which arrived before the enrollment",
+                    enrollment_id,
+                    event.event_id,
+                )
+                self._achieve(item, event, (entry.topic, entry.partition, entry.offset), matches)
+                return
+
+    def _achieve(
+        self, item: _Item, event: Event, source: tuple[str, int, int], matches: list[Match]
+    ) -> None:
+        topic, partition, offset = source
+        for match in matches:
+            goal = match.goal
+            self._remember_achieved(match.enrollment_id)
+            item.candidates.append(
+                storage.NewAchievement(
+                    enrollment_id=match.enrollment_id,
+                    account_id=event.account_id,
+                    workflow_id=match.workflow_id,
+                    contact_id=event.contact_id,
+                    goal_id=goal.id,
+                    goal_type=GOAL_TYPE_OF_EVENT[event.type].value,
+                    achieved_at=event.occurred_at,
+                    trigger_event_id=event.event_id,
+                    trigger_event={
+                        "event_id": event.event_id,
+                        "type": event.type,
+                        "occurred_at": event.occurred_at.isoformat(),
+                        "topic": topic,
+                        "partition": partition,
+                        "offset": offset,
+                        "goal_version": goal.version,
+                        "data": _jsonable(dict(event.data)),
+                    },
+                )
+            )
+            log.debug(
+                "goal %s (%s) met: enrollment=%s contact=%s event_id=%s",
+                goal.id,
+                goal.goal_type.value,
+                match.enrollment_id,
+                event.contact_id,
+                event.event_id,
+            )
+
+    def forget_expired_recent_events(self) -> int:
+        """Drop expired recent events of contacts that went quiet; return how many contacts.
+
+        Memory only: writing tombstones needs the partition of a live record, so the changelog
+        keeps them until the contact is seen again, and a restart reads them back to drop
+        them once more.
+        """
+        now, store = time.time(), self.recent.data
+        stale = [
+            k for k, v in list(store.items()) if not recent_events.live(v, now, self._grace_seconds)
+        ]
+        for key in stale:
+            store.pop(key, None)
+        return len(stale)
+
+    def _remember_achieved(self, enrollment_id: str) -> None:
+        if len(self._achieved) >= ACHIEVED_CACHE_SIZE:
+            # Forget the oldest half; forgotten ones cost one conflicting insert if seen again.
+            for stale in list(self._achieved)[: ACHIEVED_CACHE_SIZE // 2]:
+                del self._achieved[stale]
+        self._achieved[enrollment_id] = None
+
+    # -- per batch, durable effects ----------------------------------------------------------
+
+    def batch_due(self) -> bool:
+        """True when the pending batch is full or has waited long enough."""
+        batch = self._batch
+        if not batch:
+            return False
+        if len(batch) >= self.settings.batch_max_events:
+            return True
+        return (time.monotonic() - batch[0].received) * 1000 >= self.settings.batch_max_wait_ms
+
+    async def flush(self) -> None:
+        """Make the pending batch's effects durable, then ack its events."""
+        async with self._flush_lock:
+            batch, self._batch = self._batch, []
+            if not batch:
+                return
+            await self._write(batch)
+            # Reached only when every effect is durable: a failure above leaves these
+            # events unacked, so their offsets are not committed and they come back.
+            for item in batch:
+                await self.stream.ack(item.event)
+            self._maybe_log_progress()
+
+    async def flush_before_stop(self) -> None:
+        """Flush the pending batch on the way out, for a bounded time; else hand it back."""
+        if not self._batch:
+            return
+        pending = len(self._batch)
+        log.info("stopping: flushing %d pending records first", pending)
+        try:
+            await asyncio.wait_for(self.flush(), timeout=SHUTDOWN_FLUSH_SECONDS)
+        except Exception as exc:
+            log.warning(
+                "stopping without flushing %d records (%r); their offsets stay uncommitted "
+                "and the next owner of their partitions processes them again",
+                pending,
+                exc,
+            )
+
+    async def _write(self, batch: list[_Item]) -> None:
+        if any(item.changes or item.candidates for item in batch):
+            try:
+                pending = await self._retrying("record batch", lambda: self._record(batch))
+            except sqlalchemy.exc.DBAPIError as exc:
+                log.warning(
+                    "PostgreSQL rejected a batch of %d records (%s); retrying them one by one "
+                    "to find the record at fault",
+                    len(batch),
+                    exc.orig,
+                )
+                pending = await self._record_one_by_one(batch)
+        else:
+            pending = []
+        await self._retrying("publish", lambda: self._publish(batch, pending))
+        await self._retrying(
+            "mark exits published",
+            lambda: storage.mark_published(self.engine, (r["enrollment_id"] for r in pending)),
+        )
+        self.counters.exits_published += len(pending)
+
+    async def _record(self, batch: Iterable[_Item]) -> list[dict[str, Any]]:
+        changes = [c for item in batch for c in item.changes]
+        candidates = [a for item in batch for a in item.candidates]
+        rows = await storage.record_batch(self.engine, changes, candidates)
+        self.counters.achievements += len(candidates)
+        return rows
+
+    async def _record_one_by_one(self, batch: list[_Item]) -> list[dict[str, Any]]:
+        pending: list[dict[str, Any]] = []
+        for item in batch:
+            if not (item.changes or item.candidates):
+                continue
+            try:
+                pending += await self._retrying("record one", partial(self._record, [item]))
+            except sqlalchemy.exc.DBAPIError as exc:
+                message = item.event.message
+                item.rejection = f"PostgreSQL rejected its effects: {str(exc.orig).strip()}"
+                log.error(
+                    "record topic=%s partition=%d offset=%d event_id=%s could not be stored; "
+                    "it goes to the dead-letter topic",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    item.event_id,
+                    exc_info=exc,
+                )
+        return pending
+
+    async def sweep_unpublished(self) -> int:
+        """Publish exit commands recorded but never published; return how many."""
+        rows = await self._retrying(
+            "find unpublished exits",
+            lambda: storage.unpublished_achievements(
+                self.engine, self.settings.sweep_min_age_seconds, limit=1000
+            ),
+        )
+        if not rows:
+            return 0
+        await self._retrying("publish swept exits", lambda: self._publish([], rows))
+        await self._retrying(
+            "mark swept exits published",
+            lambda: storage.mark_published(self.engine, (r["enrollment_id"] for r in rows)),
+        )
+        self.counters.exits_published += len(rows)
+        log.warning(
+            "published %d exit commands that were recorded but never published (first: "
+            "enrollment=%s command=%s)",
+            len(rows),
+            rows[0]["enrollment_id"],
+            rows[0]["command_id"],
+        )
+        return len(rows)
+
+    async def _publish(self, batch: list[_Item], pending: list[dict[str, Any]]) -> None:
+        producer = self.app.producer
+        settings = self.settings
+        futures = []
+        for row in pending:
+            futures.append(
+                await producer.send(
+                    settings.topic_exit,
+                    row["contact_id"].encode(),
+                    exit_command(row),
+                    None,
+                    None,
+                    None,
+                )
+            )
+        for item in batch:
+            if item.rejection is None:
+                continue
+            m = item.event.message
+            headers = (
+                [*(m.headers or ())]
+                if isinstance(m.headers, list)
+                else list((m.headers or {}).items())
+            )
+            headers += dead_letter_headers(
+                item.rejection, m.topic, m.partition, m.offset, item.event_id
+            )
+            futures.append(
+                await producer.send(settings.topic_dead_letter, m.key, m.value, None, None, headers)
+            )
+            self.counters.dead_letters += 1
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _retrying(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action`` until it succeeds or fails for good; back off while it cannot."""
+        delay = 0.2
+        while True:
+            try:
+                return await action()
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                log.warning("%s failed: %s; will retry in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+
+    def _maybe_log_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_EVERY_SECONDS:
+            self._last_progress = now
+            c = self.counters
+            log.info(
+                "progress: consumed=%d enrollment_events=%d achievements=%d exits_published=%d "
+                "dead_letters=%d active_goals=%d",
+                c.consumed,
+                c.enrollment_events,
+                c.achievements,
+                c.exits_published,
+                c.dead_letters,
+                len(self.goals.index),
+            )
+
+
+def _store(table: Any, key: bytes, value: Any, partition: int) -> None:
+    """Set (or, for None, delete) a contact's value and log it to the changelog partition.
+
+    The partition is the one the triggering record came from: contact state lives in the
+    same partition number as the contact's input records, whichever worker owns it.
+    """
+    # NOTE: faust's own ``table[key] = value`` finds the partition through the current
+    # event and checks partition counts against consumer metadata, which can lag behind a
+    # just-created changelog topic and crash the agent; the partition is known here anyway.
+    # Keys written this way are not dropped from memory when their partition moves to
+    # another worker (faust tracks that only for keys it recovered), which costs memory
+    # until the next restart, never correctness: a regained partition is replayed in full.
+    if value is None:
+        table.data.pop(key, None)
+        table.send_changelog(partition, key, None, value_serializer="raw")
+    else:
+        table.data[key] = value
+        table.send_changelog(partition, key, value)
