@@ -1,4 +1,4 @@
-"""The ``goalworker`` command line: worker, migrate, demo."""
+"""The ``goalworker`` command line: worker, migrate, demo, verify, api, token."""
 
 from __future__ import annotations
 
@@ -100,6 +100,48 @@ def verify(account_prefix: str | None, expected: Path | None) -> None:
     for line in report.lines():
         click.echo(line)
     sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def api(host: str, port: int) -> None:
+    """Serve the goals HTTP API (docs at /docs) until SIGTERM or Ctrl-C."""
+    import uvicorn
+
+    from goalworker.api import create_app
+    from goalworker.errors import AuthNotConfigured
+
+    settings = Settings()
+    _logging(settings.log_level)
+    try:
+        app = create_app(settings)
+    except AuthNotConfigured as exc:
+        raise click.ClickException(str(exc)) from exc
+    # log_config=None: uvicorn's own lines go through the logging set up above.
+    uvicorn.run(app, host=host, port=port, log_config=None, log_level=settings.log_level.lower())
+
+
+@main.command()
+@click.option("--account", required=True, help="Account id the token is scoped to.")
+@click.option("--user", required=True, help="User id, recorded as created_by / updated_by.")
+@click.option(
+    "--ttl-seconds", default=3600, show_default=True, type=click.IntRange(1, 366 * 24 * 3600)
+)
+@click.option(
+    "--private-key",
+    default=None,
+    help="RS256 only: the signing private key, PEM text or file path.",
+)
+def token(account: str, user: str, ttl_seconds: int, private_key: str | None) -> None:
+    """Print a bearer token for the API, signed with the configured key (for local use)."""
+    from goalworker.auth import mint_token
+    from goalworker.errors import AuthNotConfigured
+
+    try:
+        click.echo(mint_token(Settings(), account, user, ttl_seconds, private_key))
+    except AuthNotConfigured as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command("demo-producer", hidden=True)

@@ -45,3 +45,28 @@ class PublishFailed(GoalworkerError):
 
 class ServicesNotConfigured(GoalworkerError):
     """Kafka or PostgreSQL is not configured; the message says how to start them."""
+
+
+class StaleVersion(GoalworkerError):
+    """A goal change based on a version that is no longer the current one; nothing changed."""
+
+    def __init__(self, goal_id: object, expected: int, current: int) -> None:
+        super().__init__(
+            f"goal {goal_id} is at version {current}, the change was based on version "
+            f"{expected}; read the goal again and reapply the change"
+        )
+        self.goal_id = goal_id
+        self.expected = expected
+        self.current = current
+
+
+class InvalidToken(GoalworkerError):
+    """A bearer token that is missing, malformed, expired, forged or lacks a claim."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AuthNotConfigured(GoalworkerError):
+    """The API has no usable key to verify tokens with; the message names the setting."""

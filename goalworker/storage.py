@@ -8,16 +8,18 @@ the same ``command_id``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from goalworker.errors import StaleVersion
 from goalworker.goals import Goal, GoalType
 
 log = logging.getLogger(__name__)
@@ -304,3 +306,284 @@ async def unpublished_achievements(
     )
     async with engine.connect() as conn:
         return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+# -- the goals API: goal configuration, conversion statistics, achievement listings ---------
+#
+# Every query here takes the caller's account and filters by it: a row of another account is
+# never read, counted or changed. Writes to ``goals`` fire the change notification of
+# migration 0002 when their transaction commits, which is how running workers learn of them.
+
+
+@asynccontextmanager
+async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A read-only transaction whose queries all see the same committed state."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
+        async with conn.begin():
+            yield conn
+
+
+def _goal_key(account_id: str, workflow_id: str, goal_id: UUID) -> tuple[Any, ...]:
+    return (
+        goals.c.id == goal_id,
+        goals.c.account_id == account_id,
+        goals.c.workflow_id == workflow_id,
+    )
+
+
+async def create_goal(
+    engine: AsyncEngine,
+    *,
+    account_id: str,
+    workflow_id: str,
+    goal_type: GoalType,
+    criteria: dict[str, Any],
+    active: bool,
+    user_id: str,
+) -> dict[str, Any]:
+    """Insert a goal at version 1 and return its row."""
+    stmt = (
+        sa.insert(goals)
+        .values(
+            id=uuid4(),
+            account_id=account_id,
+            workflow_id=workflow_id,
+            goal_type=goal_type.value,
+            criteria=criteria,
+            active=active,
+            created_by=user_id,
+            updated_by=user_id,
+        )
+        .returning(goals)
+    )
+    async with engine.begin() as conn:
+        return dict((await conn.execute(stmt)).mappings().one())
+
+
+async def list_goals(
+    engine: AsyncEngine, account_id: str, workflow_id: str, *, offset: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of a workflow's goals, oldest first, and how many there are in all."""
+    where = (goals.c.account_id == account_id, goals.c.workflow_id == workflow_id)
+    page = (
+        sa.select(goals)
+        .where(*where)
+        .order_by(goals.c.created_at, goals.c.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    async with _snapshot(engine) as conn:
+        total = await conn.scalar(sa.select(sa.func.count()).select_from(goals).where(*where))
+        rows = (await conn.execute(page)).mappings().all()
+    return [dict(r) for r in rows], int(total or 0)
+
+
+async def get_goal(
+    engine: AsyncEngine, account_id: str, workflow_id: str, goal_id: UUID
+) -> dict[str, Any] | None:
+    """The goal, or None when the account has no such goal in that workflow."""
+    query = sa.select(goals).where(*_goal_key(account_id, workflow_id, goal_id))
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def update_goal(
+    engine: AsyncEngine,
+    account_id: str,
+    workflow_id: str,
+    goal_id: UUID,
+    *,
+    version: int,
+    changes: dict[str, Any],
+    user_id: str,
+) -> dict[str, Any] | None:
+    """Apply ``changes`` if the goal is still at ``version``; return the new row.
+
+    Returns None when the account has no such goal; raises :class:`StaleVersion`, changing
+    nothing, when the goal has moved past ``version``.
+    """
+    key = _goal_key(account_id, workflow_id, goal_id)
+    async with engine.begin() as conn:
+        # Checked first so that a refused change issues no UPDATE: the statement trigger
+        # would otherwise wake every worker for a change that did not happen.
+        current = await conn.scalar(sa.select(goals.c.version).where(*key).with_for_update())
+        if current is None:
+            return None
+        if current != version:
+            raise StaleVersion(goal_id, version, current)
+        stmt = (
+            sa.update(goals)
+            .where(*key, goals.c.version == version)
+            .values(
+                **changes,
+                version=goals.c.version + 1,
+                updated_at=sa.func.now(),
+                updated_by=user_id,
+            )
+            .returning(goals)
+        )
+        row = (await conn.execute(stmt)).mappings().one()
+    return dict(row)
+
+
+async def delete_goal(
+    engine: AsyncEngine, account_id: str, workflow_id: str, goal_id: UUID
+) -> bool:
+    """Delete the goal; False when the account has no such goal. Achievements stay."""
+    key = _goal_key(account_id, workflow_id, goal_id)
+    async with engine.begin() as conn:
+        found = await conn.scalar(sa.select(goals.c.id).where(*key).with_for_update())
+        if found is None:
+            return False
+        await conn.execute(sa.delete(goals).where(*key))
+    return True
+
+
+def _conversion(reached: sa.CTE, enrolled: sa.ScalarSelect[Any]) -> list[sa.ColumnElement[Any]]:
+    """Achieved count, conversion rate, and average and median seconds to goal of a group."""
+    achieved = sa.func.count(reached.c.goal_id)
+    seconds = reached.c.seconds
+    return [
+        achieved.label("achieved"),
+        # NULLIF: no enrollments give no rate (NULL), not a division by zero.
+        (sa.cast(achieved, sa.Float) / sa.func.nullif(enrolled, 0)).label("conversion_rate"),
+        sa.cast(sa.func.avg(seconds), sa.Float).label("average_seconds_to_goal"),
+        sa.cast(sa.func.percentile_cont(0.5).within_group(seconds), sa.Float).label(
+            "median_seconds_to_goal"
+        ),
+    ]
+
+
+async def goal_stats(
+    engine: AsyncEngine,
+    account_id: str,
+    workflow_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """Conversion of a workflow's enrollments to its goals, overall, per goal type and per goal.
+
+    The enrollments counted are those that started in ``[since, until)`` (all when both are
+    None); achieved counts those of them that reached a goal, time to goal runs from the
+    enrollment's start to the achievement. Rates are None when nothing enrolled.
+    """
+    e, a, g = enrollments, achievements, goals
+    in_range = [e.c.account_id == account_id, e.c.workflow_id == workflow_id]
+    if since is not None:
+        in_range.append(e.c.enrolled_at >= since)
+    if until is not None:
+        in_range.append(e.c.enrolled_at < until)
+    cohort = sa.select(e.c.enrollment_id, e.c.enrolled_at).where(*in_range).cte("cohort")
+    reached = (
+        sa.select(
+            a.c.goal_id,
+            a.c.goal_type,
+            sa.cast(
+                sa.func.extract("epoch", a.c.achieved_at - cohort.c.enrolled_at), sa.Float
+            ).label("seconds"),
+        )
+        .join(cohort, cohort.c.enrollment_id == a.c.enrollment_id)
+        .where(a.c.account_id == account_id, a.c.workflow_id == workflow_id)
+        .cte("reached")
+    )
+    enrolled = sa.select(sa.func.count()).select_from(cohort).scalar_subquery()
+    overall = sa.select(enrolled.label("enrolled"), *_conversion(reached, enrolled)).select_from(
+        reached
+    )
+
+    configured = (
+        sa.select(g.c.id, g.c.goal_type, g.c.active, g.c.created_at)
+        .where(g.c.account_id == account_id, g.c.workflow_id == workflow_id)
+        .subquery("configured")
+    )
+    # Goal types and goals with nothing achieved are listed too, and deleted goals keep their
+    # achievements: hence the union of the configured ones and the achieved ones.
+    types = sa.union(sa.select(configured.c.goal_type), sa.select(reached.c.goal_type)).subquery(
+        "types"
+    )
+    per_type = (
+        sa.select(types.c.goal_type, *_conversion(reached, enrolled))
+        .select_from(types.outerjoin(reached, reached.c.goal_type == types.c.goal_type))
+        .group_by(types.c.goal_type)
+        .order_by(types.c.goal_type)
+    )
+    ids = sa.union(sa.select(configured.c.id), sa.select(reached.c.goal_id)).subquery("ids")
+    per_goal = (
+        sa.select(
+            ids.c.id.label("goal_id"),
+            sa.func.coalesce(configured.c.goal_type, sa.func.min(reached.c.goal_type)).label(
+                "goal_type"
+            ),
+            configured.c.active,
+            configured.c.id.is_(None).label("deleted"),
+            *_conversion(reached, enrolled),
+        )
+        .select_from(
+            ids.outerjoin(configured, configured.c.id == ids.c.id).outerjoin(
+                reached, reached.c.goal_id == ids.c.id
+            )
+        )
+        .group_by(
+            ids.c.id,
+            configured.c.id,
+            configured.c.goal_type,
+            configured.c.active,
+            configured.c.created_at,
+        )
+        .order_by(configured.c.created_at.nulls_last(), ids.c.id)
+    )
+    async with _snapshot(engine) as conn:
+        stats = dict((await conn.execute(overall)).mappings().one())
+        stats["by_goal_type"] = [dict(r) for r in (await conn.execute(per_type)).mappings()]
+        stats["by_goal"] = [dict(r) for r in (await conn.execute(per_goal)).mappings()]
+    return stats
+
+
+async def list_achievements(
+    engine: AsyncEngine,
+    account_id: str,
+    *,
+    workflow_id: str | None = None,
+    contact_id: str | None = None,
+    offset: int,
+    limit: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the account's achievements in a workflow or of a contact, newest first."""
+    a = achievements
+    where = [a.c.account_id == account_id]
+    if workflow_id is not None:
+        where.append(a.c.workflow_id == workflow_id)
+    if contact_id is not None:
+        where.append(a.c.contact_id == contact_id)
+    page = (
+        sa.select(
+            a.c.enrollment_id,
+            a.c.workflow_id,
+            a.c.contact_id,
+            a.c.goal_id,
+            a.c.goal_type,
+            a.c.achieved_at,
+            a.c.trigger_event_id,
+            a.c.recorded_at,
+            a.c.published_at,
+        )
+        .where(*where)
+        .order_by(a.c.achieved_at.desc(), a.c.enrollment_id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    async with _snapshot(engine) as conn:
+        total = await conn.scalar(sa.select(sa.func.count()).select_from(a).where(*where))
+        rows = (await conn.execute(page)).mappings().all()
+    return [dict(r) for r in rows], int(total or 0)
+
+
+async def database_answers(engine: AsyncEngine) -> None:
+    """Run a trivial query; raises when PostgreSQL cannot be reached."""
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
