@@ -11,7 +11,7 @@ export PG_PORT ?= 55432
 export GOALWORKER_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 export GOALWORKER_DATABASE_URL ?= postgresql+psycopg://goalworker:goalworker@127.0.0.1:$(PG_PORT)/goalworker
 
-.PHONY: help install services-up services-down services-status migrate worker demo test test-faults test-unit lint format typecheck clean
+.PHONY: help install services-up services-down services-status migrate worker demo bench test test-faults test-unit lint format typecheck clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ worker: migrate ## Run the worker in the foreground
 demo: migrate ## Run the worker on a realistic generated stream and print a summary
 	$(BIN)/goalworker demo
 
+bench: install services-up ## Benchmark against a bare-consumer ceiling and a naive design; ARGS=--full for the full size
+	$(BIN)/python -m bench $(ARGS)
+
 test: install services-up ## Run the tests (short fault runs included) on the real broker and database
 	$(BIN)/pytest -q -p no:cacheprovider -m "not faults"
 
@@ -60,7 +63,7 @@ format: install ## Format with ruff
 	$(BIN)/ruff check --fix goalworker tests migrations
 
 typecheck: install ## Type-check with mypy
-	$(BIN)/mypy goalworker
+	$(BIN)/mypy goalworker bench
 
 clean: ## Remove the virtualenv and caches (not the services' data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

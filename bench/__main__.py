@@ -1,0 +1,37 @@
+"""``python -m bench [--full | --tiny] [--out DIR] [--runs N] [--keep-topics]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+from pathlib import Path
+
+from bench.runner import Bench
+from bench.sizes import FULL, QUICK, TINY
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark goalworker against a bare-consumer ceiling and a naive design.",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--full", action="store_true", help="the full size (long: an hour or so)")
+    which.add_argument("--tiny", action="store_true", help="a size that takes a minute (tests)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report directory")
+    parser.add_argument("--runs", type=int, default=None, help="repetitions (default per size)")
+    parser.add_argument(
+        "--keep-topics", action="store_true", help="do not delete the run's topics at the end"
+    )
+    args = parser.parse_args()
+    size = FULL if args.full else TINY if args.tiny else QUICK
+    if args.runs is not None:
+        size = dataclasses.replace(size, runs=max(args.runs, 1))
+    asyncio.run(Bench(size, args.out, keep_topics=args.keep_topics).run())
+
+
+if __name__ == "__main__":
+    main()
