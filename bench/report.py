@@ -13,6 +13,7 @@ from bench.sizes import Size
 ROWS = [
     ("ceiling_bytes", "ceiling: aiokafka, bytes only"),
     ("ceiling_json", "ceiling: aiokafka + orjson decode"),
+    ("faust_floor", "floor of faust: agent decodes and acks only"),
     ("goalworker", "goalworker, 1 process, 10 goals"),
     ("goalworker_100k_goals", "goalworker, 1 process, {scaled_active_goals:,} goals"),
     ("goalworker_two_processes", "goalworker, 2 processes (per process)"),
@@ -46,6 +47,9 @@ def summary(variants: dict[str, Any], size: Size) -> dict[str, float]:
         "ratio_to_ceiling_json": _paired_ratio(variants, "goalworker", "ceiling_json"),
         "ratio_to_ceiling_bytes": _paired_ratio(variants, "goalworker", "ceiling_bytes"),
         "ratio_to_naive": _paired_ratio(variants, "goalworker", "naive"),
+        "faust_floor_events_per_s": get("faust_floor", "events_per_s"),
+        "ratio_to_faust_floor": _paired_ratio(variants, "goalworker", "faust_floor"),
+        "faust_floor_to_ceiling_json": _paired_ratio(variants, "faust_floor", "ceiling_json"),
         "goalworker_100k_goals_events_per_s": get("goalworker_100k_goals", "events_per_s"),
         "goal_count_throughput_ratio": _paired_ratio(
             variants, "goalworker_100k_goals", "goalworker"
@@ -203,6 +207,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"| {s['goal_count_throughput_ratio']:.2f} |",
         f"| throughput, 2 processes / 1 process (whole group) | {s['two_process_scaling']:.2f} |",
         f"| goalworker / JSON ceiling (same repetition) | {s['ratio_to_ceiling_json']:.2f} |",
+        f"| goalworker / faust floor (same repetition) | {s['ratio_to_faust_floor']:.2f} |",
+        f"| faust floor / JSON ceiling (same repetition) "
+        f"| {s['faust_floor_to_ceiling_json']:.2f} |",
         f"| goalworker / naive (same repetition) | {s['ratio_to_naive']:.1f} |",
         f"| memory per active enrollment, marginal | {s['bytes_per_active_enrollment']:,.0f} B |",
         "",
@@ -230,7 +237,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
     labels = [label for label, _ in rows]
     rates = [r.get("events_per_s_per_process", r["events_per_s"]) for _, r in rows]
     colors = [
-        "#9e9e9e" if "ceiling" in lb else "#d9534f" if "naive" in lb else "#337ab7" for lb in labels
+        "#9e9e9e" if "ceiling" in lb or "floor" in lb else "#d9534f" if "naive" in lb else "#337ab7"
+        for lb in labels
     ]
     bars = left.barh(labels, rates, color=colors)
     left.bar_label(bars, labels=[f"{r:,.0f}" for r in rates], padding=3, fontsize=8)

@@ -9,8 +9,9 @@ Steps:
    group's event offsets are committed at the end, then stops. Its state stays in the
    changelog topic, which every later start of the same group reads back.
 4. Repeat ``runs`` times, every variant reading the same event topics from the start: the
-   two ceilings, goalworker with 10 goals, with 100,000 goals, with two processes, and the
-   naive design. goalworker runs rewind the group's event offsets and start fresh processes.
+   two ceilings, the faust floor, goalworker with 10 goals, with 100,000 goals, with two
+   processes, and the naive design. goalworker runs rewind the group's event offsets and
+   start fresh processes.
 5. Enrollment-state scaling: a second enrollment topic with the large state, its own group.
 6. Latency: fresh topics, a worker with its state loaded, paced events, timed exit commands.
 7. Delete the run's topics and drop its database.
@@ -177,6 +178,16 @@ class Bench:
                 env=os.environ,
             )
             self._record(f"ceiling_{'bytes' if decode == 'none' else 'json'}", result)
+        result = await self._module(
+            "bench.faust_floor",
+            f"{self.prefix}-faust-floor-{i}",
+            "--bootstrap",
+            main.kafka_bootstrap,
+            "--topics",
+            ",".join(main.event_topics),
+            env=settings_env(main),
+        )
+        self._record("faust_floor", result)
         self._record("goalworker", await self._goalworker(main, 1, f"gw-{i}"))
         await asyncio.to_thread(database.set_extra_goals_active, self.db_url, True)
         try:

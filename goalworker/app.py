@@ -89,6 +89,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.session_timeout_seconds / 4,
         autodiscover=False,
+        # No standby replicas: state lives in memory and is rebuilt from the changelog when a
+        # partition is assigned, and faust's standby recovery can hang a worker that has
+        # partitions of its own to process (seen with two workers on a grown changelog).
+        table_standby_replicas=0,
     )
     table = _contact_table(
         app,
@@ -130,17 +134,17 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
             async for fevent in stream.events():
                 processor.accept(fevent)
                 if processor.batch_due():
-                    await processor.flush()
+                    await processor.submit()
         finally:
             await processor.flush_before_stop()
 
     wait_seconds = settings.batch_max_wait_ms / 1000
 
     # faust's decorators are untyped; the functions they wrap are checked all the same.
-    @app.timer(interval=max(wait_seconds, 0.01))  # type: ignore[untyped-decorator]
+    @app.timer(interval=max(wait_seconds, 0.005))  # type: ignore[untyped-decorator]
     async def flush_idle_batch() -> None:
         if processor.stream is not None and processor.batch_due():
-            await processor.flush()
+            await processor.submit()
 
     @app.timer(interval=settings.sweep_interval_seconds)  # type: ignore[untyped-decorator]
     async def sweep_unpublished_exits() -> None:

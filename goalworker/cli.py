@@ -37,9 +37,15 @@ def worker() -> None:
     from goalworker.app import create_app
 
     settings = Settings()
+    if settings.event_loop == "uvloop":
+        import mode.loop
+
+        # Before faust creates the loop: every await of the consume path runs on it.
+        mode.loop.use("uvloop")
     app, _ = create_app(settings)
     log.info(
-        "starting worker group=%s bootstrap=%s inputs=%s",
+        "starting worker loop=%s group=%s bootstrap=%s inputs=%s",
+        settings.event_loop,
         settings.group_id,
         settings.kafka_bootstrap,
         ",".join(settings.input_topics),

@@ -1,10 +1,12 @@
 """The consume path: each record handled in memory at once, its effects flushed in batches.
 
 ``Processor.accept`` decodes and validates a record, updates the contact's enrollment spans,
-matches goals and queues the record's effects. ``Processor.flush`` makes a batch durable:
-one PostgreSQL transaction for its enrollment changes and achievements, then the exit
-commands and dead-letter records, each awaited until Kafka has acknowledged it. Only then
-are the batch's events acked, so faust never commits an offset whose effects are not durable.
+matches goals and queues the record's effects. A full (or idle) batch is handed to a writer
+task (``Processor.submit``) that makes it durable while the next batch fills: one PostgreSQL
+transaction for its enrollment changes and achievements, then the exit commands and
+dead-letter records, each awaited until Kafka has acknowledged it. Only then are the batch's
+events acked, so faust never commits an offset whose effects are not durable. One batch is
+written at a time, in order.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class Processor:
         self._grace_seconds = settings.grace_seconds
         self._batch: list[_Item] = []
         self._flush_lock = asyncio.Lock()
+        #: The batch being written while the next one fills, if any.
+        self._writer: asyncio.Future[None] | None = None
         self._achieved: dict[str, None] = {}
         self._last_progress = time.monotonic()
 
@@ -304,33 +308,64 @@ class Processor:
     # -- per batch, durable effects ----------------------------------------------------------
 
     def batch_due(self) -> bool:
-        """True when the pending batch is full or has waited long enough."""
+        """True when the pending batch is full, or has waited long enough for an idle writer.
+
+        While the writer is busy the batch keeps filling (up to full, when the hand-over
+        waits for the writer): batches grow with the load and stay small when it is light.
+        """
         batch = self._batch
         if not batch:
             return False
         if len(batch) >= self.settings.batch_max_events:
             return True
+        if self._writer is not None and not self._writer.done():
+            return False
         return (time.monotonic() - batch[0].received) * 1000 >= self.settings.batch_max_wait_ms
 
-    async def flush(self) -> None:
-        """Make the pending batch's effects durable, then ack its events."""
+    async def submit(self) -> None:
+        """Hand the pending batch to the writer and return while it is written.
+
+        One batch is written while the next one fills: the consume loop keeps going during
+        the database and Kafka round trips of the batch before. Batches are written in
+        order; this waits for the one before to finish first (and raises its failure).
+        """
         async with self._flush_lock:
             batch, self._batch = self._batch, []
             if not batch:
                 return
-            await self._write(batch)
-            # Reached only when every effect is durable: a failure above leaves these
-            # events unacked, so their offsets are not committed and they come back.
-            for item in batch:
-                await self.stream.ack(item.event)
-            self._maybe_log_progress()
+            await self._join_writer()
+            self._writer = asyncio.ensure_future(self._write_and_ack(batch))
+            self._writer.add_done_callback(_log_writer_failure)
+
+    async def flush(self) -> None:
+        """Make every pending and in-flight effect durable and ack their events."""
+        await self.submit()
+        async with self._flush_lock:
+            await self._join_writer()
+
+    async def _join_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer
+
+    async def _write_and_ack(self, batch: list[_Item]) -> None:
+        await self._write(batch)
+        # Reached only when every effect is durable: a failure above leaves these events
+        # unacked, so their offsets are not committed and they come back.
+        for item in batch:
+            await self.stream.ack(item.event)
+        self._maybe_log_progress()
 
     async def flush_before_stop(self) -> None:
         """Flush the pending batch on the way out, for a bounded time; else hand it back."""
-        if not self._batch:
+        if not self._batch and self._writer is None:
             return
         pending = len(self._batch)
-        log.info("stopping: flushing %d pending records first", pending)
+        log.info(
+            "stopping: flushing %d pending records first%s",
+            pending,
+            " and the batch being written" if self._writer is not None else "",
+        )
         try:
             await asyncio.wait_for(self.flush(), timeout=SHUTDOWN_FLUSH_SECONDS)
         except Exception as exc:
@@ -477,6 +512,13 @@ class Processor:
                 c.dead_letters,
                 len(self.goals.index),
             )
+
+
+def _log_writer_failure(writer: asyncio.Future[None]) -> None:
+    """Log a failed batch write when it happens; the consume loop raises it on its next
+    hand-over, which stops the agent with the batch unacked."""
+    if not writer.cancelled() and writer.exception() is not None:
+        log.error("writing a batch failed; its records stay unacked", exc_info=writer.exception())
 
 
 def _store(table: Any, key: bytes, value: Any, partition: int) -> None:

@@ -36,8 +36,9 @@ class Settings(BaseSettings):
 
     #: Events handled per batch: their database effects share one transaction.
     batch_max_events: int = Field(default=1000, ge=1, le=100_000)
-    #: A partly filled batch is flushed after this many milliseconds.
-    batch_max_wait_ms: int = Field(default=50, ge=1, le=60_000)
+    #: A partly filled batch goes to an idle writer once its oldest event has waited this
+    #: many milliseconds; while the writer is busy it keeps filling.
+    batch_max_wait_ms: int = Field(default=10, ge=1, le=60_000)
     #: How often the goal cache polls PostgreSQL for changed goals, in seconds; a safety net,
     #: since every change is also pushed to the worker by LISTEN/NOTIFY.
     goal_refresh_seconds: float = Field(default=30.0, gt=0, le=3600)
@@ -59,6 +60,8 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
 
     log_level: str = "INFO"
+    #: The worker's event loop: uvloop (faster per event) or Python's own asyncio loop.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     #: Signature algorithm of the API's bearer tokens: HS256 (shared secret) or RS256.
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"

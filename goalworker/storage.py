@@ -150,8 +150,8 @@ class EnrollmentChange:
     exit_reason: str | None
 
 
-def _enrollment_upsert(changes: Sequence[EnrollmentChange]) -> sa.Insert:
-    rows = [
+def _enrollment_rows(changes: Sequence[EnrollmentChange]) -> list[dict[str, Any]]:
+    return [
         {
             "enrollment_id": c.enrollment_id,
             "account_id": c.account_id,
@@ -164,7 +164,10 @@ def _enrollment_upsert(changes: Sequence[EnrollmentChange]) -> sa.Insert:
         }
         for c in changes
     ]
-    stmt = pg.insert(enrollments).values(rows)
+
+
+def _enrollment_upsert() -> sa.Insert:
+    stmt = pg.insert(enrollments)
     old, new = enrollments.c, stmt.excluded
     # Order-free merge: the start and the exit may arrive in either order, or twice.
     return stmt.on_conflict_do_update(
@@ -181,6 +184,17 @@ def _enrollment_upsert(changes: Sequence[EnrollmentChange]) -> sa.Insert:
             "updated_at": sa.func.now(),
         },
     )
+
+
+# Built once and run with a list of rows (executemany). With RETURNING, SQLAlchemy compiles
+# each statement once and sends the rows in multi-row pages ("insertmanyvalues"), rather than
+# compiling a new statement with thousands of literal parameters for every batch.
+ENROLLMENT_UPSERT = _enrollment_upsert().returning(enrollments.c.enrollment_id)
+ACHIEVEMENT_INSERT = (
+    pg.insert(achievements)
+    .on_conflict_do_nothing(index_elements=["enrollment_id"])
+    .returning(achievements.c.enrollment_id)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +231,7 @@ async def record_batch(
         if changes:
             # One row per enrollment per statement: PostgreSQL refuses to touch a row twice.
             for chunk in _distinct_rounds(changes, key=lambda c: c.enrollment_id):
-                await conn.execute(_enrollment_upsert(chunk))
+                await conn.execute(ENROLLMENT_UPSERT, _enrollment_rows(chunk))
         if not candidates:
             return []
         rows = [
@@ -235,11 +249,7 @@ async def record_batch(
             }
             for a in candidates
         ]
-        await conn.execute(
-            pg.insert(achievements)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["enrollment_id"])
-        )
+        await conn.execute(ACHIEVEMENT_INSERT, rows)
         ids = [a.enrollment_id for a in candidates]
         pending = await conn.execute(
             sa.select(achievements).where(

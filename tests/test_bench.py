@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 POSITIVE = [
     "ceiling_bytes_events_per_s",
     "ceiling_json_events_per_s",
+    "faust_floor_events_per_s",
+    "ratio_to_faust_floor",
     "naive_events_per_s",
     "goalworker_events_per_s",
     "ratio_to_ceiling_json",
