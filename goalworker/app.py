@@ -132,7 +132,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         processor.stream = stream = stream.noack()
         try:
             async for fevent in stream.events():
-                processor.accept(fevent)
+                await processor.take(fevent)
                 if processor.batch_due():
                     await processor.submit()
         finally:
@@ -165,12 +165,24 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
     async def poll_goals() -> None:
         await processor.refresh_goals()
 
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def commit_durable_offsets() -> None:
+        if processor.stream is not None:
+            await processor.commit()
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def flush_before_revoke(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         log.info(
-            "partitions revoked: %s; flushing the pending batch first", sorted(map(str, revoked))
+            "partitions revoked: %s; flushing the pending batch and committing first",
+            sorted(map(str, revoked)),
         )
         if processor.stream is not None:
-            await processor.flush()
+            await processor.on_revoked(revoked)
+        else:
+            processor.offsets.revoke(revoked)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def start_offsets(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        await processor.on_assigned(assigned)
 
     return app, processor

@@ -24,7 +24,7 @@ import faust
 import sqlalchemy.exc
 from aiokafka.errors import KafkaError
 
-from goalworker import enrollments, recent_events, storage
+from goalworker import enrollments, recent_events, storage, topics
 from goalworker.enrollments import ContactEnrollments, Span
 from goalworker.errors import GoalworkerError, InvalidRecord
 from goalworker.events import (
@@ -39,6 +39,7 @@ from goalworker.exits import dead_letter_headers, exit_command
 from goalworker.goalcache import GoalCache
 from goalworker.goals import GOAL_TYPE_OF_EVENT
 from goalworker.matching import Match, match_event
+from goalworker.offsets import OffsetLedger, Seen
 from goalworker.recent_events import RecentEvent
 from goalworker.settings import Settings
 
@@ -60,6 +61,8 @@ class _Item:
 
     event: Any  # faust.EventT
     received: float
+    #: True when the record moves its partition's commit once durable (see offsets.py).
+    counts: bool = False
     changes: list[storage.EnrollmentChange] = field(default_factory=list)
     candidates: list[storage.NewAchievement] = field(default_factory=list)
     rejection: str | None = None
@@ -118,6 +121,7 @@ class Processor:
         self._grace_seconds = settings.grace_seconds
         self._batch: list[_Item] = []
         self._flush_lock = asyncio.Lock()
+        self.offsets = OffsetLedger()
         #: The batch being written while the next one fills, if any.
         self._writer: asyncio.Future[None] | None = None
         self._achieved: dict[str, None] = {}
@@ -131,10 +135,67 @@ class Processor:
 
     # -- per record, in memory ---------------------------------------------------------------
 
-    def accept(self, fevent: Any) -> None:
-        """Handle one record in memory and queue its effects; called from the agent loop."""
+    async def take(self, fevent: Any) -> None:
+        """Handle one record from faust; first read any records of its partition that were
+        skipped before it (a hole, see offsets.py). Called from the agent loop."""
         message = fevent.message
-        item = _Item(fevent, time.monotonic())
+        tp = message.tp
+        seen = self.offsets.seen(tp, message.offset)
+        if seen is Seen.HOLE:
+            await self._fill_hole(tp, message.offset, "were not handed to the worker by faust")
+            seen = self.offsets.seen(tp, message.offset)
+        if seen is Seen.NOT_OURS:
+            log.debug(
+                "skipped record topic=%s partition=%d offset=%d: the partition is not held "
+                "by this worker any more",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            return
+        self.accept(fevent, counts=seen is Seen.NEXT)
+
+    async def _fill_hole(self, tp: Any, offset: int, why: str) -> None:
+        """Read the records of ``tp`` from its next expected offset up to ``offset`` directly
+        and hand them over in order."""
+        start = self.offsets.expected(tp)
+        if start is None or start >= offset:
+            return
+        log.warning(
+            "records of %s from offset %d to %d %s; reading them directly before going on",
+            tp,
+            start,
+            offset - 1,
+            why,
+        )
+        bootstrap = self.settings.kafka_bootstrap
+        records = await self._retrying(
+            f"read skipped records of {tp}",
+            lambda: topics.read_range(bootstrap, tp.topic, tp.partition, start, offset),
+        )
+        for record in records:
+            if self.offsets.seen(tp, record.offset) is Seen.NEXT:
+                self.accept(_Refetched(_RefetchedMessage.of(tp, record)), counts=True)
+        expected = self.offsets.expected(tp)
+        if expected is not None and expected < offset:
+            log.warning(
+                "%s holds no records from offset %d to %d (a gap in the log); going on",
+                tp,
+                expected,
+                offset - 1,
+            )
+            self.offsets.skip_to(tp, offset)
+        if self.batch_due():
+            await self.submit()
+
+    def accept(self, fevent: Any, *, counts: bool = False) -> None:
+        """Handle one record in memory and queue its effects.
+
+        ``counts``: the record is its partition's next one, so its offset can be committed
+        once its effects are durable.
+        """
+        message = fevent.message
+        item = _Item(fevent, time.monotonic(), counts=counts)
         self.counters.consumed += 1
         try:
             event = self._decode(message)
@@ -350,28 +411,73 @@ class Processor:
 
     async def _write_and_ack(self, batch: list[_Item]) -> None:
         await self._write(batch)
-        # Reached only when every effect is durable: a failure above leaves these events
-        # unacked, so their offsets are not committed and they come back.
+        # Reached only when every effect is durable: a failure above leaves these offsets
+        # uncommitted, so the records come back.
+        offsets = self.offsets
         for item in batch:
-            await self.stream.ack(item.event)
+            if item.counts:
+                message = item.event.message
+                offsets.durable(message.tp, message.offset + 1)
         self._maybe_log_progress()
 
-    async def flush_before_stop(self) -> None:
-        """Flush the pending batch on the way out, for a bounded time; else hand it back."""
-        if not self._batch and self._writer is None:
+    # -- offsets: seen, durable, committed -------------------------------------------------
+
+    async def on_assigned(self, assigned: Iterable[Any]) -> None:
+        """Partitions assigned: learn where each input partition starts (its committed
+        offset, or the log start); records before that count from then on."""
+        inputs = set(self.settings.input_topics)
+        tps = [tp for tp in assigned if tp.topic in inputs]
+        self.offsets.assign(tps)
+        if not tps:
             return
-        pending = len(self._batch)
-        log.info(
-            "stopping: flushing %d pending records first%s",
-            pending,
-            " and the batch being written" if self._writer is not None else "",
+        bootstrap, group = self.settings.kafka_bootstrap, self.settings.group_id
+        starts = await self._retrying(
+            "read committed offsets", lambda: topics.start_offsets(bootstrap, group, tps)
         )
+        for tp in tps:
+            start = starts.get((tp.topic, tp.partition))
+            if start is None:
+                log.warning("no starting offset known for %s; its offsets stay uncommitted", tp)
+                continue
+            early_end = self.offsets.start(tp, start)
+            if early_end is not None:
+                why = "came before the partition's starting offset was known"
+                await self._fill_hole(tp, early_end, why)
+
+    async def on_revoked(self, revoked: Iterable[Any]) -> None:
+        """Partitions revoked: make the pending work durable, commit it, forget them."""
+        await self.flush()
+        await self.commit()
+        self.offsets.revoke(revoked)
+
+    async def commit(self) -> None:
+        """Commit every input partition's durable offset that moved (changelog flushed first)."""
+        offsets = self.offsets.to_commit()
+        if not offsets:
+            return
+        # faust's own commit path for given offsets (not its acks): it flushes the producer,
+        # so the changelog writes are out before the offsets that depend on them.
+        consumer: Any = self.app.consumer
+        if await consumer._commit_offsets(offsets):
+            self.offsets.committed(offsets)
+
+    async def flush_before_stop(self) -> None:
+        """Flush the pending batch on the way out, for a bounded time, and commit what is
+        durable; what is not stays uncommitted and is handed back."""
+        pending = len(self._batch)
+        if pending or self._writer is not None:
+            log.info(
+                "stopping: flushing %d pending records first%s",
+                pending,
+                " and the batch being written" if self._writer is not None else "",
+            )
         try:
             await asyncio.wait_for(self.flush(), timeout=SHUTDOWN_FLUSH_SECONDS)
+            await asyncio.wait_for(self.commit(), timeout=SHUTDOWN_FLUSH_SECONDS)
         except Exception as exc:
             log.warning(
-                "stopping without flushing %d records (%r); their offsets stay uncommitted "
-                "and the next owner of their partitions processes them again",
+                "stopping without flushing and committing %d records (%r); their offsets "
+                "stay uncommitted and the next owner of their partitions processes them again",
                 pending,
                 exc,
             )
@@ -512,6 +618,38 @@ class Processor:
                 c.dead_letters,
                 len(self.goals.index),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _RefetchedMessage:
+    """A record read directly after faust skipped it, shaped like faust's message."""
+
+    tp: Any
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, tp: Any, record: Any) -> _RefetchedMessage:
+        return cls(
+            tp,
+            tp.topic,
+            tp.partition,
+            record.offset,
+            record.key,
+            record.value,
+            list(record.headers or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Refetched:
+    """Stands in for a faust event around a record read directly."""
+
+    message: _RefetchedMessage
 
 
 def _log_writer_failure(writer: asyncio.Future[None]) -> None:

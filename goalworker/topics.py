@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -58,6 +58,64 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
                 for p in (consumer.partitions_for_topic(t) or ())
             ]
         return dict(await consumer.end_offsets(tps)) if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def start_offsets(
+    bootstrap: str, group_id: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """Where the group resumes each partition: its committed offset, or the log start when
+    it has none (or the log no longer holds it), as ``auto_offset_reset=earliest`` does."""
+    tps = [TopicPartition(t, p) for t, p in partitions]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        log_starts = await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    starts = {}
+    for tp in tps:
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+        starts[(tp.topic, tp.partition)] = max(done, log_starts[tp])
+    return starts
+
+
+#: Longest a direct read of a partition range may take before it is tried again, in seconds.
+READ_RANGE_SECONDS = 30.0
+
+
+async def read_range(
+    bootstrap: str, topic: str, partition: int, start: int, end: int
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The records of one partition from offset ``start`` up to, not including, ``end``.
+
+    Read with a consumer of its own (no group). Offsets the log no longer holds, or never
+    held (transaction markers), are simply absent from the answer.
+    """
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + READ_RANGE_SECONDS
+        while await consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}/{partition} offsets {start} to {end - 1}")
+            fetched = await consumer.getmany(tp, timeout_ms=500)
+            records += [r for r in fetched.get(tp, ()) if start <= r.offset < end]
+        return records
     finally:
         await consumer.stop()
 
