@@ -31,6 +31,8 @@ from goalworker.demo import settings_env
 from goalworker.goals import validate_criteria
 from goalworker.settings import Settings
 
+from .goals_api import Api, running_api
+
 pytestmark = pytest.mark.integration
 
 HOW_TO_START = (
@@ -233,6 +235,21 @@ class Harness:
         return asyncio.run(
             topics.read_all(self.settings.kafka_bootstrap, self.settings.topic_dead_letter)
         )
+
+
+@pytest.fixture(scope="module")
+def api(base_settings: Settings) -> Iterator[Api]:
+    """The goals API served by uvicorn in this process, with a client that mints tokens."""
+    with running_api(base_settings) as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def db(base_settings: Settings) -> Iterator[sa.Engine]:
+    """A plain engine on the test database, for checks the API does not expose."""
+    engine = sa.create_engine(base_settings.database_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")

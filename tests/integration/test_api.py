@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,19 +35,6 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 FORM = {"goal_type": "form_submitted", "criteria": {"form_id": "f1"}}
-
-
-@pytest.fixture(scope="module")
-def api(base_settings: Settings) -> Iterator[Api]:
-    with running_api(base_settings) as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
-def db(base_settings: Settings) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(base_settings.database_url)
-    yield engine
-    engine.dispose()
 
 
 # -- goals -----------------------------------------------------------------------------------

@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from goalworker.settings import Settings
-
-from .goals_api import Api, achieve, enroll, goals_url, new_account, running_api
+from .goals_api import Api, achieve, enroll, goals_url, new_account
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 FORM = {"goal_type": "form_submitted", "criteria": {"form_id": "f1"}}
-
-
-@pytest.fixture(scope="module")
-def api(base_settings: Settings) -> Iterator[Api]:
-    with running_api(base_settings) as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
-def db(base_settings: Settings) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(base_settings.database_url)
-    yield engine
-    engine.dispose()
 
 
 def _conversion(row: dict[str, Any]) -> tuple[Any, ...]:
