@@ -183,6 +183,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def start_offsets(app: faust.App, assigned: Any, **kwargs: Any) -> None:
-        await processor.on_assigned(assigned)
+        processor.on_assigned(assigned)
 
     return app, processor

@@ -122,6 +122,8 @@ class Processor:
         self._batch: list[_Item] = []
         self._flush_lock = asyncio.Lock()
         self.offsets = OffsetLedger()
+        #: The lookup of the starting offsets of the partitions last assigned.
+        self._starting: asyncio.Future[None] | None = None
         #: The batch being written while the next one fills, if any.
         self._writer: asyncio.Future[None] | None = None
         self._achieved: dict[str, None] = {}
@@ -422,14 +424,21 @@ class Processor:
 
     # -- offsets: seen, durable, committed -------------------------------------------------
 
-    async def on_assigned(self, assigned: Iterable[Any]) -> None:
-        """Partitions assigned: learn where each input partition starts (its committed
-        offset, or the log start); records before that count from then on."""
+    def on_assigned(self, assigned: Iterable[Any]) -> None:
+        """Partitions assigned: hold them, and learn in the background where each input
+        partition starts (its committed offset, or the log start).
+
+        The lookup runs outside faust's rebalance callback, which should not wait on the
+        network; records that come before it is done count once it is (see offsets.py).
+        """
         inputs = set(self.settings.input_topics)
         tps = [tp for tp in assigned if tp.topic in inputs]
         self.offsets.assign(tps)
-        if not tps:
-            return
+        if tps:
+            self._starting = asyncio.ensure_future(self._learn_starts(tps))
+            self._starting.add_done_callback(_log_start_failure)
+
+    async def _learn_starts(self, tps: list[Any]) -> None:
         bootstrap, group = self.settings.kafka_bootstrap, self.settings.group_id
         starts = await self._retrying(
             "read committed offsets", lambda: topics.start_offsets(bootstrap, group, tps)
@@ -446,6 +455,9 @@ class Processor:
 
     async def on_revoked(self, revoked: Iterable[Any]) -> None:
         """Partitions revoked: make the pending work durable, commit it, forget them."""
+        if self._starting is not None:
+            self._starting.cancel()
+            self._starting = None
         await self.flush()
         await self.commit()
         self.offsets.revoke(revoked)
@@ -650,6 +662,15 @@ class _Refetched:
     """Stands in for a faust event around a record read directly."""
 
     message: _RefetchedMessage
+
+
+def _log_start_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "could not learn where the assigned partitions start; their offsets stay "
+            "uncommitted until the next assignment",
+            exc_info=task.exception(),
+        )
 
 
 def _log_writer_failure(writer: asyncio.Future[None]) -> None:
