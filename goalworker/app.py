@@ -126,9 +126,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         for topic in outputs:
             await topic.maybe_declare()
         await processor.refresh_goals(force=True)
-        # Changelog writes queue in faust's producer buffer, which warns past 100 entries;
-        # a batch legitimately queues up to one write per enrollment event in it.
-        app.producer.buffer.max_messages = max(settings.batch_max_events * 2, 100)
         processor.stream = stream = stream.noack()
         try:
             async for fevent in stream.events():

@@ -63,6 +63,8 @@ class _Item:
     received: float
     #: True when the record moves its partition's commit once durable (see offsets.py).
     counts: bool = False
+    #: State changes to write to the changelog topics: (topic, partition, key, value).
+    changelog: list[tuple[str, int, bytes, bytes | None]] = field(default_factory=list)
     changes: list[storage.EnrollmentChange] = field(default_factory=list)
     candidates: list[storage.NewAchievement] = field(default_factory=list)
     rejection: str | None = None
@@ -242,8 +244,7 @@ class Processor:
             self._match_recent(item, message.key, enrollment_id, state[enrollment_id])
         changed |= enrollments.prune(state, time.time(), self._grace_seconds)
         if changed:
-            # Setting the key writes the contact's spans to the changelog topic.
-            _store(self.table, message.key, state or None, message.partition)
+            _store(item, self.table, message.key, state or None, message.partition)
         exited = event.type == EXITED
         # The projection is upserted even when state did not change: state reaches the
         # changelog on its own schedule and may be ahead of the database after a crash.
@@ -282,7 +283,7 @@ class Processor:
             )
             recent = self.recent.data.get(message.key) or []
             kept = recent_events.keep(recent, entry, now, self._grace_seconds)
-            _store(self.recent, message.key, kept, message.partition)
+            _store(item, self.recent, message.key, kept, message.partition)
 
     def _match_recent(self, item: _Item, key: bytes, enrollment_id: str, span: Span) -> None:
         """Match the contact's recent events against an enrollment that just arrived."""
@@ -467,10 +468,11 @@ class Processor:
         offsets = self.offsets.to_commit()
         if not offsets:
             return
-        # faust's own commit path for given offsets (not its acks): it flushes the producer,
-        # so the changelog writes are out before the offsets that depend on them.
+        # The state changes of these records were written with their batches already, so
+        # the commit goes straight to the consumer (not through faust's commit path, whose
+        # producer flush waits for an empty buffer and never returns under steady writes).
         consumer: Any = self.app.consumer
-        if await consumer._commit_offsets(offsets):
+        if await consumer._commit(offsets):
             self.offsets.committed(offsets)
 
     async def flush_before_stop(self) -> None:
@@ -495,6 +497,8 @@ class Processor:
             )
 
     async def _write(self, batch: list[_Item]) -> None:
+        if any(item.changelog for item in batch):
+            await self._retrying("write state changes", lambda: self._send_changelog(batch))
         if any(item.changes or item.candidates for item in batch):
             try:
                 pending = await self._retrying("record batch", lambda: self._record(batch))
@@ -567,6 +571,17 @@ class Processor:
             rows[0]["command_id"],
         )
         return len(rows)
+
+    async def _send_changelog(self, batch: list[_Item]) -> None:
+        """Write the batch's state changes to the changelog topics, awaiting Kafka's acks, so
+        that no offset is committed ahead of the state it produced."""
+        producer = self.app.producer
+        futures = [
+            await producer.send(topic, key, value, partition, None, None)
+            for item in batch
+            for topic, partition, key, value in item.changelog
+        ]
+        await asyncio.gather(*futures)
 
     async def _publish(self, batch: list[_Item], pending: list[dict[str, Any]]) -> None:
         producer = self.app.producer
@@ -680,21 +695,20 @@ def _log_writer_failure(writer: asyncio.Future[None]) -> None:
         log.error("writing a batch failed; its records stay unacked", exc_info=writer.exception())
 
 
-def _store(table: Any, key: bytes, value: Any, partition: int) -> None:
-    """Set (or, for None, delete) a contact's value and log it to the changelog partition.
+def _store(item: _Item, table: Any, key: bytes, value: Any, partition: int) -> None:
+    """Set (or, for None, delete) a contact's value now; its changelog record goes out with
+    the item's batch, before the batch's offsets count as done.
 
     The partition is the one the triggering record came from: contact state lives in the
     same partition number as the contact's input records, whichever worker owns it.
     """
-    # NOTE: faust's own ``table[key] = value`` finds the partition through the current
-    # event and checks partition counts against consumer metadata, which can lag behind a
-    # just-created changelog topic and crash the agent; the partition is known here anyway.
-    # Keys written this way are not dropped from memory when their partition moves to
-    # another worker (faust tracks that only for keys it recovered), which costs memory
-    # until the next restart, never correctness: a regained partition is replayed in full.
+    # NOTE: keys written this way are not dropped from memory when their partition moves to
+    # another worker (faust tracks that only for keys it recovered), which costs memory until
+    # the next restart, never correctness: a regained partition is replayed in full.
+    topic = table.changelog_topic.get_topic_name()
     if value is None:
         table.data.pop(key, None)
-        table.send_changelog(partition, key, None, value_serializer="raw")
+        item.changelog.append((topic, partition, key, None))
     else:
         table.data[key] = value
-        table.send_changelog(partition, key, value)
+        item.changelog.append((topic, partition, key, table.value_serializer.dumps(value)))
