@@ -23,15 +23,6 @@ COMMIT_RETRY_SECONDS = 60.0
 #: A group that made progress and then none for this long is reported as stalled, in seconds.
 STALL_SECONDS = 30.0
 
-#: The topic name of each event type, as the ``Settings`` field that holds it.
-EVENT_TOPIC_FIELDS = {
-    "contact.tag.added": "topic_tag_added",
-    "payment.completed": "topic_payment_completed",
-    "appointment.booked": "topic_appointment_booked",
-    "form.submitted": "topic_form_submitted",
-    "pipeline.stage.changed": "topic_pipeline_stage_changed",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class TopicSet:
@@ -50,11 +41,6 @@ class TopicSet:
         }
         names["topic_enrollment"] += self.enrollment_suffix
         return base.model_copy(update={**names, "group_id": group_id, "partitions": partitions})
-
-
-def event_topics(settings: Settings) -> list[str]:
-    """The five contact-event topics of ``settings``."""
-    return list(settings.event_topics)
 
 
 async def create(settings: Settings) -> None:

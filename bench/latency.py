@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.kafka import EVENT_TOPIC_FIELDS
 from bench.workload import EventStream
 from goalworker import topics
 from goalworker.settings import Settings
@@ -41,7 +40,7 @@ async def measure(
     settings: Settings, stream: EventStream, rate: float, seconds: float
 ) -> dict[str, Any]:
     """Send ``rate`` events per second for ``seconds``; return latency percentiles in ms."""
-    topic_of = {event_type: getattr(settings, f) for event_type, f in EVENT_TOPIC_FIELDS.items()}
+    topic_of = settings.topic_of_event_type
     sent_at: dict[str, float] = {}
     latency: dict[str, float] = {}
     exits = AIOKafkaConsumer(

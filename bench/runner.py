@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import database, kafka, latency, procstat, report
-from bench.kafka import EVENT_TOPIC_FIELDS, GroupWatcher, TopicSet
+from bench.kafka import GroupWatcher, TopicSet
 from bench.sizes import Size
 from bench.worker import WorkerProcess
 from bench.workload import WORKFLOWS, EventStream, World
@@ -156,7 +156,7 @@ class Bench:
     def _events(
         settings: Settings, stream: EventStream, count: int
     ) -> Iterator[tuple[str, bytes, bytes]]:
-        topic_of = {t: getattr(settings, f) for t, f in EVENT_TOPIC_FIELDS.items()}
+        topic_of = settings.topic_of_event_type
         for _ in range(count):
             event_type, key, value, _achieving = stream.next()
             yield topic_of[event_type], key, value

@@ -40,14 +40,6 @@ FORMS = ["form-contact", "form-demo-request", "form-survey"]
 PIPELINE = "pipe-sales"
 STAGES = ["stage-lead", "stage-qualified", "stage-proposal", "stage-won"]
 
-EVENT_TOPIC_FIELDS = {
-    "contact.tag.added": "topic_tag_added",
-    "payment.completed": "topic_payment_completed",
-    "appointment.booked": "topic_appointment_booked",
-    "form.submitted": "topic_form_submitted",
-    "pipeline.stage.changed": "topic_pipeline_stage_changed",
-}
-
 
 def demo_settings(base: Settings, run_id: str) -> Settings:
     """Settings whose topics and group belong to one demo run only."""
@@ -254,10 +246,10 @@ def make_plan(settings: Settings, run_id: str, contacts: int, seed: int) -> Plan
             spans.append((enrollment, workflow, enrolled_at, exited_at))
         # Contacts not enrolled anywhere still send events: most traffic matches nothing.
         for _ in range(rng.randint(2, 6)):
-            event_type = rng.choice(list(EVENT_TOPIC_FIELDS))
+            event_type = rng.choice(list(settings.topic_of_event_type))
             at = start + timedelta(seconds=rng.randint(-60, 280))
             data = _random_data(rng, event_type, n)
-            topic = getattr(settings, EVENT_TOPIC_FIELDS[event_type])
+            topic = settings.topic_of_event_type[event_type]
             events.append(
                 (at, topic, contact.encode(), envelope(event_type, account, contact, at, data))
             )

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         }
 
     @property
+    def topic_of_event_type(self) -> dict[str, str]:
+        """Map each contact-event type to the topic that carries it."""
+        return {event_type: topic for topic, event_type in self.event_topics.items()}
+
+    @property
     def input_topics(self) -> list[str]:
         """Every topic the worker consumes."""
         return [*self.event_topics, self.topic_enrollment]
