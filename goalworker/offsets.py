@@ -124,11 +124,3 @@ class OffsetLedger:
             part = self._parts.get(tp)
             if part is not None and part.committed is not None and offset > part.committed:
                 part.committed = offset
-
-    def held(self) -> list[Hashable]:
-        """The partitions held now."""
-        return list(self._parts)
-
-    def waiting_for_start(self) -> list[Hashable]:
-        """Partitions held whose starting offset is not known yet."""
-        return [tp for tp, p in self._parts.items() if p.expected is None]

@@ -70,7 +70,7 @@ def test_records_of_a_partition_not_held_are_not_ours():
 def test_records_before_the_start_is_known_do_not_count_and_are_read_again():
     ledger = OffsetLedger()
     ledger.assign([TP])
-    assert ledger.waiting_for_start() == [TP]
+    assert ledger.expected(TP) is None
     assert ledger.seen(TP, 5) is Seen.AGAIN
     assert ledger.seen(TP, 6) is Seen.AGAIN
     assert ledger.to_commit() == {}
