@@ -24,6 +24,9 @@ from goalworker.settings import Settings
 TICK_SECONDS = 0.005
 #: Exit commands still missing this long after the last send are given up, in seconds.
 DRAIN_SECONDS = 30.0
+#: Each run first sends at its rate this long untimed, so that first-use costs (metadata
+#: look-ups, connections, cold caches) are not timed as latency, in seconds.
+WARMUP_SECONDS = 2.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -39,7 +42,8 @@ def percentile(values: list[float], q: float) -> float:
 async def measure(
     settings: Settings, stream: EventStream, rate: float, seconds: float
 ) -> dict[str, Any]:
-    """Send ``rate`` events per second for ``seconds``; return latency percentiles in ms."""
+    """Send ``rate`` events per second for ``seconds`` (after an untimed warm-up); return
+    latency percentiles in ms."""
     topic_of = settings.topic_of_event_type
     sent_at: dict[str, float] = {}
     latency: dict[str, float] = {}
@@ -55,6 +59,7 @@ async def measure(
         for tp, end in ends.items():
             exits.seek(tp, end)
         reader = asyncio.create_task(_read_exits(exits, sent_at, latency))
+        await _send_paced(producer, stream, topic_of, {}, rate, WARMUP_SECONDS)
         count, elapsed = await _send_paced(producer, stream, topic_of, sent_at, rate, seconds)
         deadline = time.monotonic() + DRAIN_SECONDS
         while len(latency) < len(sent_at) and time.monotonic() < deadline:

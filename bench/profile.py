@@ -2,7 +2,8 @@
 
 ``python -m bench.profile`` builds the quick-size stream (more events, so the recording sees
 only steady consumption), loads the worker's enrollment state, starts a worker, waits for its
-first commit, then records it with py-spy: folded stacks (``profile.txt``) and a flame graph
+first commit, then records it with py-spy (``--phase enrollments``: a worker loading a large
+enrollment topic instead): folded stacks (``profile.txt``) and a flame graph
 (``profile.svg``) in ``bench/out/``. It prints the share of CPU samples per component and, by
 the worker's measured CPU time per event, the microseconds each costs per event.
 """
@@ -94,18 +95,30 @@ def summarize(folded: Path, cpu_us_per_event: float, top: int = 25) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def profile(out: Path, events: int, seconds: float) -> None:
-    size = dataclasses.replace(QUICK, events=events, runs=1)
+async def profile(out: Path, events: int, seconds: float, phase: str) -> None:
+    """Record a worker consuming the event stream (``phase="events"``, its state loaded
+    first) or loading its enrollment state from the enrollment topic (``"enrollments"``)."""
+    if phase == "enrollments":
+        size = dataclasses.replace(QUICK, enrollments=events, events=1_000, runs=1)
+    else:
+        size = dataclasses.replace(QUICK, events=events, runs=1)
     bench = Bench(size, out)
     out.mkdir(parents=True, exist_ok=True)
     try:
         await bench._setup()
-        await bench._load_state(bench.main, "profile-load")
         settings = bench.main
         bootstrap, group = settings.kafka_bootstrap, settings.group_id
-        event_topics = list(settings.event_topics)
-        total = await kafka.set_group_offsets(bootstrap, group, event_topics, to_end=False)
-        ends = await topics.end_offsets(bootstrap, event_topics)
+        if phase == "enrollments":
+            read = [settings.topic_enrollment]
+            await kafka.set_group_offsets(
+                bootstrap, group, list(settings.event_topics), to_end=True
+            )
+        else:
+            await bench._load_state(settings, "profile-load")
+            read = list(settings.event_topics)
+            await kafka.set_group_offsets(bootstrap, group, read, to_end=False)
+        ends = await topics.end_offsets(bootstrap, read)
+        total = sum(ends.values())
         worker = bench._start(settings, "profile-worker.log")
         async with kafka.GroupWatcher(bootstrap, group, ends) as watcher:
             while await watcher.committed() == 0:
@@ -135,7 +148,7 @@ async def profile(out: Path, events: int, seconds: float) -> None:
         text = summarize(folded, cpu_us)
         (out / "profile-summary.txt").write_text(text)
         print(text)
-        say(f"{done1 - done0} events in the recording; files in {out}/")
+        say(f"{done1 - done0} records in the recording; files in {out}/")
     finally:
         for w in bench._workers:
             w.stop()
@@ -145,10 +158,16 @@ async def profile(out: Path, events: int, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument(
+        "--phase",
+        choices=("events", "enrollments"),
+        default="events",
+        help="record the event stream, or the loading of the enrollment state",
+    )
+    parser.add_argument("--events", type=int, default=300_000, help="records of the phase's stream")
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
-    asyncio.run(profile(args.out, args.events, args.seconds))
+    asyncio.run(profile(args.out, args.events, args.seconds, args.phase))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ LATENCY_RATE_CAP = 20_000
 LATENCY_MIN_SAMPLES = 20
 #: Tries per measured run: a stalled group or a shared service going away makes it try again.
 ATTEMPTS = 3
+#: The parts of a run, in order; ``--only`` picks some of them.
+PHASES = ("throughput", "state", "latency")
 #: Worker log lines that mean PostgreSQL or Kafka went away during a run (other people's
 #: fault tests stop the shared services now and then).
 DISTURBANCES = ("will retry", "lost its connection", "Connection refused")
@@ -65,8 +67,16 @@ def median(values: list[float]) -> float:
 class Bench:
     """The state of one run: its sizes, topics, groups, workers and collected figures."""
 
-    def __init__(self, size: Size, out: Path, *, keep_topics: bool = False) -> None:
+    def __init__(
+        self,
+        size: Size,
+        out: Path,
+        *,
+        keep_topics: bool = False,
+        phases: frozenset[str] = frozenset(PHASES),
+    ) -> None:
         self.size = size
+        self.phases = phases
         self.out = out
         self.logs = out / "logs"
         self.keep_topics = keep_topics
@@ -111,12 +121,15 @@ class Bench:
         )
         try:
             await self._setup()
-            self.loads["main"] = await self._load_state(self.main, "gw-load")
-            for i in range(self.size.runs):
-                say(f"repetition {i + 1} of {self.size.runs}")
-                await self._repetition(i)
-            await self._large_state()
-            await self._latency()
+            if "throughput" in self.phases:
+                self.loads["main"] = await self._load_state(self.main, "gw-load")
+                for i in range(self.size.runs):
+                    say(f"repetition {i + 1} of {self.size.runs}")
+                    await self._repetition(i)
+            if "state" in self.phases:
+                await self._large_state()
+            if "latency" in self.phases:
+                await self._latency()
         finally:
             for worker in self._workers:
                 worker.stop()
@@ -358,10 +371,15 @@ class Bench:
                 await watcher.follow(
                     sum(ends.values()), size.timeout_seconds, check=worker.check_alive
                 )
+            steps = {"steady": float(size.latency_rate)}
             max_rate = median([r["events_per_s"] for r in self.runs.get("goalworker", [])])
-            half = min(max(max_rate / 2, 1.0), LATENCY_RATE_CAP)
-            steps = {"steady": float(size.latency_rate), "half_max": round(half)}
-            events = sum(steps.values()) * size.latency_seconds * size.runs
+            if max_rate:
+                steps["half_max"] = round(min(max(max_rate / 2, 1.0), LATENCY_RATE_CAP))
+            else:
+                say("  no measured maximum (throughput phase not run): steady rate only")
+            events = (
+                sum(steps.values()) * (size.latency_seconds + latency.WARMUP_SECONDS) * size.runs
+            )
             # Every achieving event needs an enrollment not achieved yet.
             share = min(
                 max(0.01, LATENCY_MIN_SAMPLES / (min(steps.values()) * size.latency_seconds)),
@@ -483,6 +501,7 @@ class Bench:
             },
             "variants": variants,
             "state_loads": self.loads,
+            "phases": sorted(self.phases, key=PHASES.index),
             "incidents": self.incidents,
             "summary": report.summary(variants, size),
         }

@@ -1,13 +1,15 @@
 """The stream app: faust wiring of the consume path in :mod:`goalworker.pipeline`.
 
-One agent reads every input topic and hands each record to the :class:`Processor`; timers
-flush idle batches, sweep unpublished exit commands and drop expired recent events; a task
-listens for goal changes. Worker state lives in two faust tables keyed by contact and
-partitioned like the input: enrollment spans and recent goal-relevant events.
+One agent reads every input topic and hands each record to the :class:`Processor` (which
+hands its batches to a writer on its own clock); timers commit offsets, sweep unpublished
+exit commands and drop expired recent events; a task listens for goal changes. Worker state
+lives in two faust tables keyed by contact and partitioned like the input: enrollment spans
+and recent goal-relevant events.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -126,6 +128,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         for topic in outputs:
             await topic.maybe_declare()
         await processor.refresh_goals(force=True)
+        # What exists now (modules, classes, faust's services, the clients) lives as long as
+        # the process: leave it out of the cycle collector's full passes, which otherwise
+        # stop the worker ~0.1 s each (the state itself is untracked, see enrollments.py).
+        gc.collect()
+        gc.freeze()
         processor.stream = stream = stream.noack()
         try:
             async for fevent in stream.events():
@@ -135,14 +142,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         finally:
             await processor.flush_before_stop()
 
-    wait_seconds = settings.batch_max_wait_ms / 1000
-
     # faust's decorators are untyped; the functions they wrap are checked all the same.
-    @app.timer(interval=max(wait_seconds, 0.005))  # type: ignore[untyped-decorator]
-    async def flush_idle_batch() -> None:
-        if processor.stream is not None and processor.batch_due():
-            await processor.submit()
-
     @app.timer(interval=settings.sweep_interval_seconds)  # type: ignore[untyped-decorator]
     async def sweep_unpublished_exits() -> None:
         if processor.stream is not None:
@@ -165,6 +165,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def commit_durable_offsets() -> None:
         if processor.stream is not None:
+            # Marks first: an offset committed has its exit commands marked published.
+            await processor.mark_published()
             await processor.commit()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from goalworker.enrollments import Span, is_open_at
+from goalworker.enrollments import ACCOUNT_ID, WORKFLOW_ID, Span, is_open_at
 from goalworker.events import Event
 from goalworker.goals import GOAL_TYPE_OF_EVENT, Goal, GoalType, normalize_name
 
@@ -155,11 +155,12 @@ def match_event(
     matches = []
     occurred = event.occurred_at
     for enrollment_id, span in enrollments.items():
-        if span.account_id != event.account_id or enrollment_id in achieved:
+        if span[ACCOUNT_ID] != event.account_id or enrollment_id in achieved:
             continue
         if not is_open_at(span, occurred):
             continue
-        goal = index.first_goal_met(span.account_id, span.workflow_id, event)
+        workflow_id = span[WORKFLOW_ID]
+        goal = index.first_goal_met(event.account_id, workflow_id, event)
         if goal is not None:
-            matches.append(Match(enrollment_id, span.workflow_id, goal))
+            matches.append(Match(enrollment_id, workflow_id, goal))
     return matches

@@ -1,12 +1,13 @@
 """The consume path: each record handled in memory at once, its effects flushed in batches.
 
 ``Processor.accept`` decodes and validates a record, updates the contact's enrollment spans,
-matches goals and queues the record's effects. A full (or idle) batch is handed to a writer
-task (``Processor.submit``) that makes it durable while the next batch fills: one PostgreSQL
-transaction for its enrollment changes and achievements, then the exit commands and
-dead-letter records, each awaited until Kafka has acknowledged it. Only then are the batch's
-events acked, so faust never commits an offset whose effects are not durable. One batch is
-written at a time, in order.
+matches goals and queues the record's effects. A full or due batch is handed to a writer
+task (``Processor.submit``) that makes it durable while the next batch fills: its state
+changes to the changelog topics and, side by side, one PostgreSQL transaction for its
+enrollment changes and achievements; then its exit commands and dead-letter records, each
+awaited until Kafka has acknowledged it. Only then do its records' offsets count as durable
+(see offsets.py), so no offset is committed ahead of its effects. One batch is written at a
+time, in order.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class Processor:
         self.app = app
         self.table = table
         self.recent = recent
-        self.engine = storage.make_engine(settings.database_url)
+        # One transaction at a time, retried on failure: no ping round trip before each.
+        self.engine = storage.make_engine(settings.database_url, pre_ping=False)
         self.goals = GoalCache(self.engine, settings.database_url)
         self.counters = Counters()
         self.stream: Any = None
@@ -128,6 +130,13 @@ class Processor:
         self._starting: asyncio.Future[None] | None = None
         #: The batch being written while the next one fills, if any.
         self._writer: asyncio.Future[None] | None = None
+        #: A hand-over started by the batch timer or a finished writer.
+        self._handover: asyncio.Future[None] | None = None
+        #: Fires when the pending batch has waited ``batch_max_wait_ms``.
+        self._batch_timer: asyncio.TimerHandle | None = None
+        #: Enrollments whose exit commands Kafka acknowledged, to be marked published with
+        #: the next transaction (or by the commit timer when none comes).
+        self._unmarked: list[str] = []
         self._achieved: dict[str, None] = {}
         self._last_progress = time.monotonic()
 
@@ -221,6 +230,8 @@ class Processor:
             else:
                 self._on_enrollment_event(item, event, message)
         self._batch.append(item)
+        if len(self._batch) == 1:
+            self._arm_batch_timer()
 
     def _decode(self, message: Any) -> Event:
         value = message.value
@@ -232,8 +243,8 @@ class Processor:
         return decode(message.key, value, self._allowed_types[message.topic])
 
     def _state(self, key: bytes) -> ContactEnrollments:
-        state = self.table.data.get(key)
-        return state if state is not None else ContactEnrollments()
+        state: ContactEnrollments | None = self.table.data.get(key)
+        return state if state is not None else {}
 
     def _on_enrollment_event(self, item: _Item, event: Event, message: Any) -> None:
         self.counters.enrollment_events += 1
@@ -399,13 +410,50 @@ class Processor:
                 return
             await self._join_writer()
             self._writer = asyncio.ensure_future(self._write_and_ack(batch))
-            self._writer.add_done_callback(_log_writer_failure)
+            self._writer.add_done_callback(self._writer_done)
+
+    def _writer_done(self, writer: asyncio.Future[None]) -> None:
+        """A batch is written: hand over the next one if it is due (a failure is left for
+        the consume loop to raise)."""
+        if writer.cancelled() or writer.exception() is not None:
+            _log_writer_failure(writer)
+            return
+        self._hand_over_if_due()
+
+    def _arm_batch_timer(self) -> None:
+        """Make sure the pending batch is looked at once its oldest record is due."""
+        if self._batch_timer is not None or not self._batch:
+            return
+        due = self._batch[0].received + self.settings.batch_max_wait_ms / 1000
+        self._batch_timer = asyncio.get_running_loop().call_later(
+            max(due - time.monotonic(), 0.0), self._batch_timer_fired
+        )
+
+    def _batch_timer_fired(self) -> None:
+        self._batch_timer = None
+        self._hand_over_if_due()
+
+    def _hand_over_if_due(self) -> None:
+        """Hand the pending batch to an idle writer once it is due, without waiting for the
+        next record. A busy writer hands it over itself when it finishes; a failed one is
+        left alone, so the consume loop raises its failure on its next hand-over."""
+        writer = self._writer
+        if self.stream is None or not self._batch:
+            return
+        if writer is not None and (not writer.done() or writer.cancelled() or writer.exception()):
+            return
+        if self.batch_due():
+            self._handover = asyncio.ensure_future(self.submit())
+            self._handover.add_done_callback(_log_writer_failure)
+        else:
+            self._arm_batch_timer()
 
     async def flush(self) -> None:
         """Make every pending and in-flight effect durable and ack their events."""
         await self.submit()
         async with self._flush_lock:
             await self._join_writer()
+        await self.mark_published()
 
     async def _join_writer(self) -> None:
         writer, self._writer = self._writer, None
@@ -497,32 +545,58 @@ class Processor:
             )
 
     async def _write(self, batch: list[_Item]) -> None:
+        """Make a batch's effects durable: its state changes to the changelog and its rows to
+        PostgreSQL side by side, then its exit commands and dead letters to Kafka."""
         if any(item.changelog for item in batch):
-            await self._retrying("write state changes", lambda: self._send_changelog(batch))
-        if any(item.changes or item.candidates for item in batch):
-            try:
-                pending = await self._retrying("record batch", lambda: self._record(batch))
-            except sqlalchemy.exc.DBAPIError as exc:
-                log.warning(
-                    "PostgreSQL rejected a batch of %d records (%s); retrying them one by one "
-                    "to find the record at fault",
-                    len(batch),
-                    exc.orig,
-                )
-                pending = await self._record_one_by_one(batch)
+            state = self._retrying("write state changes", lambda: self._send_changelog(batch))
+            _, pending = await asyncio.gather(state, self._store_rows(batch))
         else:
-            pending = []
+            pending = await self._store_rows(batch)
         await self._retrying("publish", lambda: self._publish(batch, pending))
-        await self._retrying(
-            "mark exits published",
-            lambda: storage.mark_published(self.engine, (r["enrollment_id"] for r in pending)),
-        )
+        self._unmarked += [r["enrollment_id"] for r in pending]
         self.counters.exits_published += len(pending)
 
-    async def _record(self, batch: Iterable[_Item]) -> list[dict[str, Any]]:
+    async def _store_rows(self, batch: list[_Item]) -> list[dict[str, Any]]:
+        """Write the batch's enrollment changes and achievements in one transaction, with the
+        published marks of the batches before; return the exit commands to publish."""
+        if not any(item.changes or item.candidates for item in batch):
+            return []
+        marks, self._unmarked = self._unmarked, []
+        try:
+            return await self._retrying("record batch", lambda: self._record(batch, marks))
+        except sqlalchemy.exc.DBAPIError as exc:
+            self._unmarked = marks + self._unmarked
+            log.warning(
+                "PostgreSQL rejected a batch of %d records (%s); retrying them one by one "
+                "to find the record at fault",
+                len(batch),
+                exc.orig,
+            )
+            return await self._record_one_by_one(batch)
+        except BaseException:
+            self._unmarked = marks + self._unmarked
+            raise
+
+    async def mark_published(self) -> None:
+        """Mark the exit commands published that no transaction has marked yet (one try; the
+        sweep republishes, with the same command id, any that stay unmarked)."""
+        marks, self._unmarked = self._unmarked, []
+        if not marks:
+            return
+        try:
+            await storage.mark_published(self.engine, marks)
+        except Exception as exc:
+            self._unmarked = marks + self._unmarked
+            log.warning(
+                "marking %d exit commands published failed: %s; will retry", len(marks), exc
+            )
+
+    async def _record(
+        self, batch: Iterable[_Item], published: list[str] | None = None
+    ) -> list[dict[str, Any]]:
         changes = [c for item in batch for c in item.changes]
         candidates = [a for item in batch for a in item.candidates]
-        rows = await storage.record_batch(self.engine, changes, candidates)
+        rows = await storage.record_batch(self.engine, changes, candidates, published or ())
         self.counters.achievements += len(candidates)
         return rows
 

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     #: Events handled per batch: their database effects share one transaction.
     batch_max_events: int = Field(default=1000, ge=1, le=100_000)
     #: A partly filled batch goes to an idle writer once its oldest event has waited this
-    #: many milliseconds; while the writer is busy it keeps filling.
+    #: many milliseconds; while the writer is busy it keeps filling, and goes to the writer
+    #: as soon as the writer is done.
     batch_max_wait_ms: int = Field(default=10, ge=1, le=60_000)
     #: How often the goal cache polls PostgreSQL for changed goals, in seconds; a safety net,
     #: since every change is also pushed to the worker by LISTEN/NOTIFY.

@@ -102,9 +102,13 @@ def command_id_for(account_id: str, enrollment_id: str) -> UUID:
     return uuid5(COMMAND_NAMESPACE, f"{account_id}\x1f{enrollment_id}")
 
 
-def make_engine(database_url: str) -> AsyncEngine:
-    """An async engine with a small pool; the worker runs one transaction at a time."""
-    return create_async_engine(database_url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+def make_engine(database_url: str, *, pre_ping: bool = True) -> AsyncEngine:
+    """An async engine with a small pool.
+
+    ``pre_ping=False`` saves a round trip per transaction; a connection found dead then fails
+    its first statement (``connection_invalidated``) and the caller retries on a fresh one.
+    """
+    return create_async_engine(database_url, pool_size=4, max_overflow=4, pool_pre_ping=pre_ping)
 
 
 async def load_active_goals(engine: AsyncEngine) -> list[Goal]:
@@ -193,7 +197,7 @@ ENROLLMENT_UPSERT = _enrollment_upsert().returning(enrollments.c.enrollment_id)
 ACHIEVEMENT_INSERT = (
     pg.insert(achievements)
     .on_conflict_do_nothing(index_elements=["enrollment_id"])
-    .returning(achievements.c.enrollment_id)
+    .returning(achievements)
 )
 
 
@@ -220,14 +224,18 @@ async def record_batch(
     engine: AsyncEngine,
     changes: Sequence[EnrollmentChange],
     candidates: Sequence[NewAchievement],
+    published: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Write a batch's enrollment changes and achievements in one transaction.
+    """Write a batch's enrollment changes and achievements in one transaction, and mark
+    ``published`` (enrollment ids of exit commands Kafka acknowledged since) published.
 
     Returns the achievement rows whose exit command still has to be published: the ones
     inserted now, and earlier ones for the same enrollments that were never published. An
     enrollment that already has an achievement keeps it; the candidate is dropped.
     """
     async with engine.begin() as conn:
+        if published:
+            await conn.execute(_mark_published(published))
         if changes:
             # One row per enrollment per statement: PostgreSQL refuses to touch a row twice.
             for chunk in _distinct_rounds(changes, key=lambda c: c.enrollment_id):
@@ -249,14 +257,19 @@ async def record_batch(
             }
             for a in candidates
         ]
-        await conn.execute(ACHIEVEMENT_INSERT, rows)
-        ids = [a.enrollment_id for a in candidates]
-        pending = await conn.execute(
+        inserted = await conn.execute(ACHIEVEMENT_INSERT, rows)
+        pending = [dict(r) for r in inserted.mappings()]
+        if len(pending) == len(rows):
+            return pending
+        # Some enrollments had an achievement already: theirs are pending if never published.
+        new = {r["enrollment_id"] for r in pending}
+        earlier = [a.enrollment_id for a in candidates if a.enrollment_id not in new]
+        unpublished = await conn.execute(
             sa.select(achievements).where(
-                achievements.c.enrollment_id.in_(ids), achievements.c.published_at.is_(None)
+                achievements.c.enrollment_id.in_(earlier), achievements.c.published_at.is_(None)
             )
         )
-        return [dict(r) for r in pending.mappings()]
+        return pending + [dict(r) for r in unpublished.mappings()]
 
 
 async def mark_published(engine: AsyncEngine, enrollment_ids: Iterable[str]) -> None:
@@ -265,11 +278,18 @@ async def mark_published(engine: AsyncEngine, enrollment_ids: Iterable[str]) -> 
     if not ids:
         return
     async with engine.begin() as conn:
-        await conn.execute(
-            sa.update(achievements)
-            .where(achievements.c.enrollment_id.in_(ids), achievements.c.published_at.is_(None))
-            .values(published_at=sa.func.now())
+        await conn.execute(_mark_published(ids))
+
+
+def _mark_published(enrollment_ids: Sequence[str]) -> sa.Update:
+    return (
+        sa.update(achievements)
+        .where(
+            achievements.c.enrollment_id.in_(enrollment_ids),
+            achievements.c.published_at.is_(None),
         )
+        .values(published_at=sa.func.now())
+    )
 
 
 def _distinct_rounds(items: Sequence[Any], key: Any) -> list[list[Any]]:

@@ -78,13 +78,18 @@ def test_goals_of_every_type_are_achieved_and_their_exit_commands_published(harn
             harness.send(topic, harness.envelope(event_type, account, contact, later(5), data)),
         )
 
-    rows = wait_until(
-        lambda: len(harness.achievements(account)) == 5 and harness.achievements(account),
-        what="5 achievements",
-    )
     commands = wait_until(
         lambda: len(harness.exit_commands(account)) >= 5 and harness.exit_commands(account),
         what="5 exit commands",
+    )
+    # Marked published with the next transaction, or by the worker's timer within a second.
+    rows = wait_until(
+        lambda: (rows := harness.achievements(account))
+        and len(rows) == 5
+        and all(r["published_at"] for r in rows)
+        and rows,
+        timeout=10,
+        what="5 achievements marked published",
     )
 
     by_type = {r["goal_type"]: r for r in rows}
@@ -408,6 +413,7 @@ def test_verify_passes_on_a_healthy_account_and_names_each_breach(harness: Harne
     harness.enroll(account, "c1", "wf", f"enr-{account}-1")
     harness.tag(account, "c1", "x", later(1), tag_id="t1")
     wait_until(lambda: harness.exit_commands(account), what="the exit command")
+    wait_until(lambda: harness.achievements(account)[0]["published_at"], what="published_at")
     healthy = asyncio.run(verify(harness.settings, account_prefix=account))
     assert healthy.ok and healthy.achievements == 1 and healthy.exit_records == 1
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
 
-from goalworker.enrollments import ContactEnrollments, Span, apply
+from goalworker.enrollments import apply, span
 from goalworker.events import Event
 from goalworker.goals import Goal, GoalType, validate_criteria
 from goalworker.matching import GoalIndex, match_event
@@ -29,7 +29,7 @@ def event(event_type, data, account="a1", at=T0 + timedelta(minutes=5)):
 
 
 def enrolled(workflow="w1", account="a1", start=T0, exited=None):
-    return ContactEnrollments({"enr-1": Span(workflow, account, start, exited)})
+    return {"enr-1": span(workflow, account, start, exited)}
 
 
 def achieved(goals, ev, spans=None):
@@ -156,7 +156,7 @@ def test_an_enrollment_already_achieved_is_skipped():
 
 
 def test_an_exit_that_overtook_its_enrollment_still_bounds_the_span():
-    state = ContactEnrollments()
+    state = {}
     base = dict(account="a1")
     apply(
         state,
@@ -211,7 +211,7 @@ def test_could_achieve_looks_across_the_workflows_of_the_events_account_only():
 def test_exited_spans_leave_state_a_grace_window_after_the_exit_was_seen():
     from goalworker.enrollments import prune
 
-    state = ContactEnrollments()
+    state = {}
     exit_event = event(
         "workflow.exited", {"workflow_id": "w1", "enrollment_id": "enr-1", "reason": "done"}, at=T0
     )
@@ -220,3 +220,22 @@ def test_exited_spans_leave_state_a_grace_window_after_the_exit_was_seen():
     assert not prune(state, now=1600.0, grace=600.0)  # an old exit, seen just now, stays
     assert prune(state, now=1600.5, grace=600.0)
     assert list(state) == ["enr-2"]  # open enrollments never expire
+
+
+def test_enrollment_state_leaves_the_cycle_collector_once_it_has_seen_it():
+    import gc
+
+    from goalworker.enrollments import from_json, to_json
+
+    state = {}
+    for n in range(3):
+        data = {"workflow_id": "w1", "enrollment_id": f"enr-{n}"}
+        apply(state, event("workflow.enrolled", data, at=T0))
+    exited = {"workflow_id": "w1", "enrollment_id": "enr-0", "reason": "done"}
+    apply(state, event("workflow.exited", exited, at=T0 + timedelta(minutes=1)), now=5.0)
+    restored = from_json(to_json(state))
+    assert restored == state
+    gc.collect()
+    # Untracked containers cost full collections nothing, however many contacts there are.
+    assert not gc.is_tracked(state) and not gc.is_tracked(restored)
+    assert not any(gc.is_tracked(s) for s in state.values())
