@@ -99,7 +99,10 @@ async def profile(out: Path, events: int, seconds: float, phase: str) -> None:
     """Record a worker consuming the event stream (``phase="events"``, its state loaded
     first) or loading its enrollment state from the enrollment topic (``"enrollments"``)."""
     if phase == "enrollments":
-        size = dataclasses.replace(QUICK, enrollments=events, events=1_000, runs=1)
+        contacts = max(QUICK.contacts, events)
+        size = dataclasses.replace(
+            QUICK, enrollments=events, contacts=contacts, events=1_000, runs=1
+        )
     else:
         size = dataclasses.replace(QUICK, events=events, runs=1)
     bench = Bench(size, out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from goalworker.events import ENROLLED, Event
 
@@ -23,7 +23,12 @@ from goalworker.events import ENROLLED, Event
 #: (which stop the worker) do not grow with the number of enrollments held. With a dataclass
 #: per span, a full collection over 50,000 enrollments took ~0.1 s, and grows linearly.
 Span = tuple[str, str, datetime | None, datetime | None, str | None, float | None]
-WORKFLOW_ID, ACCOUNT_ID, ENROLLED_AT, EXITED_AT, EXIT_REASON, EXIT_SEEN = range(6)
+WORKFLOW_ID: Final = 0
+ACCOUNT_ID: Final = 1
+ENROLLED_AT: Final = 2
+EXITED_AT: Final = 3
+EXIT_REASON: Final = 4
+EXIT_SEEN: Final = 5
 
 #: One contact's enrollments by id.
 ContactEnrollments = dict[str, Span]

@@ -75,3 +75,59 @@ def test_a_batch_returns_new_and_never_published_achievements_once_and_marks_ear
             await engine.dispose()
 
     asyncio.run(scenario())
+
+
+def test_the_enrollment_projection_merges_starts_and_exits_in_any_order(base_settings: Settings):
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    later = T0.replace(hour=13)
+
+    def change(enrollment_id, enrolled_at=None, exited_at=None, reason=None):
+        return storage.EnrollmentChange(
+            enrollment_id, account, "w1", "c1", enrolled_at, exited_at, reason
+        )
+
+    in_order, overtaken, open_one = (f"{account}-enr-{n}" for n in range(3))
+
+    async def scenario():
+        engine = storage.make_engine(base_settings.database_url, pre_ping=False)
+        try:
+            # Start and exit in one batch; an exit that overtook its start; a start seen twice.
+            await storage.record_batch(
+                engine,
+                [
+                    change(in_order, enrolled_at=T0),
+                    change(in_order, exited_at=later, reason="completed"),
+                    change(overtaken, exited_at=later, reason="manual"),
+                    change(open_one, enrolled_at=T0),
+                    change(open_one, enrolled_at=T0),
+                ],
+                [],
+            )
+            await storage.record_batch(
+                engine,
+                [
+                    change(overtaken, enrolled_at=T0),
+                    # A second, later exit of the same enrollment changes nothing.
+                    change(in_order, exited_at=later.replace(hour=14), reason="other"),
+                ],
+                [],
+            )
+            e = storage.enrollments
+            async with engine.connect() as conn:
+                rows = await conn.execute(sa.select(e).where(e.c.account_id == account))
+                by_id = {r.enrollment_id: r for r in rows}
+        finally:
+            await engine.dispose()
+        assert set(by_id) == {in_order, overtaken, open_one}
+        for enrollment_id, reason in ((in_order, "completed"), (overtaken, "manual")):
+            row = by_id[enrollment_id]
+            assert (row.enrolled_at, row.exited_at, row.status, row.exit_reason) == (
+                T0,
+                later,
+                "exited",
+                reason,
+            )
+        row = by_id[open_one]
+        assert (row.enrolled_at, row.exited_at, row.status) == (T0, None, "active")
+
+    asyncio.run(scenario())

@@ -84,10 +84,12 @@ def test_goals_of_every_type_are_achieved_and_their_exit_commands_published(harn
     )
     # Marked published with the next transaction, or by the worker's timer within a second.
     rows = wait_until(
-        lambda: (rows := harness.achievements(account))
-        and len(rows) == 5
-        and all(r["published_at"] for r in rows)
-        and rows,
+        lambda: (
+            (rows := harness.achievements(account))
+            and len(rows) == 5
+            and all(r["published_at"] for r in rows)
+            and rows
+        ),
         timeout=10,
         what="5 achievements marked published",
     )
