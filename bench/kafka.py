@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from bench import procstat
 from goalworker import topics
 from goalworker.settings import Settings
 
@@ -112,17 +113,21 @@ class Stalled(Exception):
     """A consumer group made progress, then stopped committing while records remained."""
 
 
+Sample = tuple[float, int, float, float]
+
+
 @dataclass
 class Progress:
     """Committed records of a consumer group over time, polled by :class:`GroupWatcher`.
 
-    Each sample is (monotonic seconds, records committed, the probe's reading then).
+    Each sample is (monotonic seconds, records committed, the probe's reading then, the
+    machine's busy CPU seconds then).
     """
 
     total: int
-    samples: list[tuple[float, int, float]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
 
-    def window(self) -> tuple[tuple[float, int, float], tuple[float, int, float]] | None:
+    def window(self) -> tuple[Sample, Sample] | None:
         """The first sample with progress and the first with everything committed.
 
         Commits come about once a second, so the span between two commits is exact where the
@@ -155,6 +160,15 @@ class Progress:
             return 0.0
         first, last = window
         return (last[2] - first[2]) / max(last[1] - first[1], 1)
+
+    def machine_busy_cores(self) -> float:
+        """Cores the whole machine kept busy over the same window (worker, broker, database
+        and all): near the core count means the run was bound by the machine."""
+        window = self.window()
+        if window is None:
+            return 0.0
+        first, last = window
+        return (last[3] - first[3]) / max(last[0] - first[0], 1e-9)
 
     @property
     def done(self) -> bool:
@@ -211,7 +225,7 @@ class GroupWatcher:
                 # The coordinator answers only once the group exists; until then, no progress.
                 committed = await self.committed()
                 now = time.monotonic()
-                progress.samples.append((now, committed, probe()))
+                progress.samples.append((now, committed, probe(), procstat.machine_busy_seconds()))
                 if committed != last_count:
                     last_change, last_count = now, committed
                 elif committed and now - last_change > STALL_SECONDS:

@@ -156,9 +156,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"{w['naive_max_seconds']:.0f} s of the same stream.",
         "",
         "| variant | events/s per process | ratio to ceiling (JSON) | ratio to naive "
-        "| CPU us/event | latency p50 / p95 / p99 ms at "
+        f"| CPU us/event | machine busy, cores of {m['cores']} | latency p50 / p95 / p99 ms at "
         f"{s['latency_steady_rate']:,.0f}/s | peak RSS | memory per active enrollment |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ceiling = s["ceiling_json_events_per_s"]
     naive = s["naive_events_per_s"]
@@ -186,7 +186,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {rate:,.0f} | {_x(rate / ceiling if ceiling else 0)} | "
             f"{_x(rate / naive if naive else 0)} | {row.get('cpu_us_per_event', 0):.1f} | "
-            f"{latency} | {_mib(row.get('peak_rss_bytes', 0))} | {per_enrollment} |"
+            f"{_x(row.get('machine_busy_cores', 0))} | {latency} | "
+            f"{_mib(row.get('peak_rss_bytes', 0))} | {per_enrollment} |"
         )
     lines += [
         "",

@@ -323,6 +323,7 @@ class Bench:
             "events_per_s": rate,
             "events_per_s_per_process": rate / processes,
             "cpu_us_per_event": progress.probe_per_record() * 1e6,
+            "machine_busy_cores": progress.machine_busy_cores(),
             "peak_rss_bytes": max(peaks),
             "achievements": achievements,
             "expected_achievements": self.expected_achievements,

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bench import procstat
+from bench.kafka import Stalled
+from goalworker.app import EXIT_STALLED
 from goalworker.demo import settings_env
 from goalworker.settings import Settings
 
@@ -43,6 +45,9 @@ class WorkerProcess:
     def check_alive(self) -> None:
         """Raise when the worker has exited on its own."""
         if self.process is not None and self.process.poll() is not None:
+            if self.process.returncode == EXIT_STALLED:
+                # The worker saw faust stop handing it records and left to be restarted.
+                raise Stalled(f"worker exited as stalled; see {self.log_path}")
             raise RuntimeError(
                 f"worker exited with code {self.process.returncode}; see {self.log_path}"
             )

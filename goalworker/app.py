@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from typing import Any
 
 import faust
@@ -22,6 +23,9 @@ from goalworker.pipeline import Processor
 from goalworker.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Exit code of a worker that stopped itself because faust stopped handing it records.
+EXIT_STALLED = 70
 
 
 class RecentEventsCodec(Codec):
@@ -133,12 +137,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         # stop the worker ~0.1 s each (the state itself is untracked, see enrollments.py).
         gc.collect()
         gc.freeze()
-        processor.stream = stream = stream.noack()
+        stream = stream.noack()
+        processor.start_consuming(stream)
         try:
             async for fevent in stream.events():
-                await processor.take(fevent)
-                if processor.batch_due():
-                    await processor.submit()
+                await processor.handle(fevent)
         finally:
             await processor.flush_before_stop()
 
@@ -168,6 +171,20 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
             # Marks first: an offset committed has its exit commands marked published.
             await processor.mark_published()
             await processor.commit()
+
+    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
+    async def watch_delivery() -> None:
+        fault = await processor.delivery_stalled() if processor.stream is not None else None
+        if fault is not None:
+            log.error(
+                "%s; exiting with code %d so that the worker is restarted (set "
+                "GOALWORKER_STALL_EXIT_SECONDS=0 to keep it running); nothing is lost: "
+                "offsets past unprocessed records are never committed",
+                fault,
+                EXIT_STALLED,
+            )
+            logging.shutdown()
+            os._exit(EXIT_STALLED)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def flush_before_revoke(app: faust.App, revoked: Any, **kwargs: Any) -> None:

@@ -13,7 +13,7 @@ Pure bookkeeping, no I/O: the caller reads, and commits.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -103,6 +103,15 @@ class OffsetLedger:
         """The next offset the partition should hand over (where a hole starts)."""
         part = self._parts.get(tp)
         return None if part is None else part.expected
+
+    def waiting(self, ends: Mapping[Hashable, int]) -> dict[Hashable, int]:
+        """Per held partition with a known start: how many records the log holds (up to
+        ``ends``, its end offsets) beyond those handed over, where there are any."""
+        return {
+            tp: ends[tp] - p.expected
+            for tp, p in self._parts.items()
+            if p.expected is not None and ends.get(tp, 0) > p.expected
+        }
 
     def durable(self, tp: Hashable, next_offset: int) -> None:
         """Records of ``tp`` below ``next_offset`` that counted are durable now."""

@@ -139,6 +139,9 @@ class Processor:
         self._unmarked: list[str] = []
         self._achieved: dict[str, None] = {}
         self._last_progress = time.monotonic()
+        #: Since when the consume loop has been waiting for faust's next record; None while
+        #: it handles one (which may wait on our own writer, say while PostgreSQL is down).
+        self._waiting_since: float | None = None
 
     # -- goals -------------------------------------------------------------------------------
 
@@ -147,6 +150,19 @@ class Processor:
         await self.goals.reload(self._retrying, force=force, why="forced" if force else "poll")
 
     # -- per record, in memory ---------------------------------------------------------------
+
+    def start_consuming(self, stream: Any) -> None:
+        """The consume loop is about to wait for its first record."""
+        self.stream = stream
+        self._waiting_since = time.monotonic()
+
+    async def handle(self, fevent: Any) -> None:
+        """The consume loop's step: take a record, hand over the batch if it is due."""
+        self._waiting_since = None
+        await self.take(fevent)
+        if self.batch_due():
+            await self.submit()
+        self._waiting_since = time.monotonic()
 
     async def take(self, fevent: Any) -> None:
         """Handle one record from faust; first read any records of its partition that were
@@ -470,6 +486,36 @@ class Processor:
                 message = item.event.message
                 offsets.durable(message.tp, message.offset + 1)
         self._maybe_log_progress()
+
+    # -- delivery watch ---------------------------------------------------------------------
+
+    async def delivery_stalled(self) -> str | None:
+        """Describe the fault when faust has handed over no record for
+        ``stall_exit_seconds`` while partitions this worker holds have records waiting
+        (outside rebalancing and state recovery); None when all is well."""
+        limit, since = self.settings.stall_exit_seconds, self._waiting_since
+        if not limit or since is None or time.monotonic() - since < limit:
+            return None
+        tables: Any = self.app.tables
+        if self.app.rebalancing or tables.recovery.in_recovery:
+            self._waiting_since = time.monotonic()  # a legitimate wait; start counting anew
+            return None
+        try:
+            ends = await topics.end_offsets(
+                self.settings.kafka_bootstrap, self.settings.input_topics
+            )
+        except Exception as exc:  # the broker being away is not the fault looked for here
+            log.debug("delivery watch could not read end offsets: %s", exc)
+            return None
+        waiting = self.offsets.waiting(ends)
+        if not waiting or self._waiting_since is None:
+            return None
+        first: Any = sorted(waiting, key=str)[0]
+        return (
+            f"faust has handed over no record for {time.monotonic() - since:.0f}s while "
+            f"{sum(waiting.values())} records wait on {len(waiting)} held partitions (first: "
+            f"{first.topic}[{first.partition}] from offset {self.offsets.expected(first)})"
+        )
 
     # -- offsets: seen, durable, committed -------------------------------------------------
 

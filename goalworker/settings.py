@@ -59,6 +59,11 @@ class Settings(BaseSettings):
 
     #: A worker silent for this long is presumed dead and its partitions move, in seconds.
     session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
+    #: A worker that holds partitions with records waiting but has been handed none for this
+    #: long (outside rebalancing and state recovery) logs the fault and exits with code 70,
+    #: for its supervisor to restart it, in seconds; 0 turns the check off. faust can leave a
+    #: worker stuck so after a rebalance that interrupted its state recovery.
+    stall_exit_seconds: float = Field(default=60.0, ge=0)
 
     log_level: str = "INFO"
     #: The worker's event loop: uvloop (faster per event) or Python's own asyncio loop.

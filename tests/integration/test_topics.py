@@ -62,3 +62,46 @@ def test_a_group_resumes_at_its_commit_or_at_the_log_start(base_settings: Settin
 
     # Partition 1 resumes at its commit; partition 0 has none and starts at the log start.
     assert asyncio.run(scenario()) == {0: 0, 1: 4}
+
+
+def test_the_delivery_watch_names_held_partitions_whose_records_are_not_handed_over(
+    base_settings: Settings,
+):
+    """faust itself is stood in for (its rebalancing and recovery flags): what is checked is
+    the watch's reading of the real log against what the worker was handed."""
+    from types import SimpleNamespace
+
+    from goalworker.pipeline import Processor
+
+    bootstrap = base_settings.kafka_bootstrap
+
+    async def scenario() -> tuple[str | None, str | None, str | None, str | None]:
+        name = await _topic_with(bootstrap, 5)
+        settings = base_settings.model_copy(
+            update={"topic_tag_added": name, "stall_exit_seconds": 1.0}
+        )
+        recovery = SimpleNamespace(in_recovery=False)
+        app = SimpleNamespace(rebalancing=False, tables=SimpleNamespace(recovery=recovery))
+        processor = Processor(settings, app, table=None, recent=None)
+        held = TopicPartition(name, 1)
+        processor.offsets.assign([held, TopicPartition(name, 0)])
+        processor.offsets.start(held, 0)
+        processor.offsets.start(TopicPartition(name, 0), 0)
+        processor.start_consuming(stream=object())
+        too_soon = await processor.delivery_stalled()
+        processor._waiting_since -= 5
+        recovery.in_recovery = True
+        recovering = await processor.delivery_stalled()  # and the clock starts anew
+        recovery.in_recovery = False
+        processor._waiting_since -= 5
+        stalled = await processor.delivery_stalled()
+        for offset in range(5):
+            processor.offsets.seen(held, offset)
+        caught_up = await processor.delivery_stalled()
+        await processor.engine.dispose()
+        return too_soon, recovering, stalled, caught_up
+
+    too_soon, recovering, stalled, caught_up = asyncio.run(scenario())
+    assert too_soon is None and recovering is None and caught_up is None
+    assert stalled is not None
+    assert "5 records wait on 1 held partitions" in stalled and "[1] from offset 0" in stalled

@@ -113,3 +113,14 @@ def test_a_partition_assigned_again_starts_afresh_from_its_committed_offset():
 
     assert ledger.seen(TP, 3) is Seen.HOLE
     assert ledger.expected(TP) == 1
+
+
+def test_waiting_counts_records_beyond_those_handed_over_on_held_partitions_only():
+    ledger = OffsetLedger()
+    ledger.assign(["a", "b", "c"])
+    ledger.start("a", 10)
+    ledger.start("b", 0)
+    assert ledger.seen("a", 10) is Seen.NEXT
+    # "c" has no known start yet; "d" is not held.
+    assert ledger.waiting({"a": 15, "b": 0, "c": 99, "d": 7}) == {"a": 4}
+    assert ledger.waiting({"a": 11, "b": 0}) == {}
