@@ -508,8 +508,8 @@ class Processor:
             log.debug("delivery watch could not read end offsets: %s", exc)
             return None
         waiting = self.offsets.waiting(ends)
-        if not waiting or self._waiting_since is None:
-            return None
+        if not waiting or self._waiting_since != since:
+            return None  # nothing waits, or a record came in while the offsets were read
         first: Any = sorted(waiting, key=str)[0]
         return (
             f"faust has handed over no record for {time.monotonic() - since:.0f}s while "
